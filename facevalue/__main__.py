@@ -1,0 +1,3 @@
+from facevalue.cli import main
+
+main()
