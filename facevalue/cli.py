@@ -7,10 +7,14 @@ at once.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from facevalue import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +22,109 @@ from facevalue import __version__
 def cli() -> None:
     """Emotion scores from photos of company executives, ready for a regression."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+# --- score and info (issue 2) ---
+model_option = click.option(
+    "--model", type=click.Path(exists=True, dir_okay=False),
+    help="ONNX classifier carrying the facevalue contract [default: the shipped model].")
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="auto uses CUDA when onnxruntime-gpu can, else CPU; cuda fails if it cannot.")
+
+
+@cli.command()
+@click.argument("photos", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Per-face Parquet file to write.")
+@click.option("--companies", type=click.Path(dir_okay=False),
+              help="Per-company Parquet file [default: <stem>.companies.parquet beside --out].")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="CSV with path (relative to PHOTOS), company, and ids to copy through.")
+@model_option
+@device_option
+@click.option("--faces", type=click.Choice(["main", "all"]), default="main", show_default=True,
+              help="main: each photo's largest face; all: every face found.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Faces per classifier call.")
+@click.option("--max-pixels", type=click.FloatRange(min=0.01), default=100, show_default=True,
+              help="Refuse images larger than this many megapixels (status too_large).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per onnxruntime session [default: all cores].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary or info messages.")
+def score(photos: str, out: str, companies: str | None, manifest: str | None,
+          model: str | None, device: str, faces: str, batch_size: int, max_pixels: float,
+          threads: int | None, quiet: bool) -> None:
+    """Score the faces in every photo under PHOTOS into per-face and per-company Parquet."""
+    from facevalue.pipeline import USER_ERRORS, default_companies_path, score_folder
+
+    if quiet:
+        logging.getLogger("facevalue").setLevel(logging.WARNING)
+    arguments = click.get_current_context().params
+    with _Progress(enabled=not quiet) as progress:
+        try:
+            result = score_folder(photos, out, companies=companies, manifest=manifest,
+                                  model=model, device=device, faces=faces, batch_size=batch_size,
+                                  max_pixels=round(max_pixels * 1e6), threads=threads,
+                                  progress=progress, arguments=arguments)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from e
+    if not quiet:
+        _summarize(result.faces, out, companies or str(default_companies_path(out)))
+
+
+@cli.command()
+@model_option
+@device_option
+def info(model: str | None, device: str) -> None:
+    """Show the model card, the onnxruntime providers and the library versions."""
+    from facevalue.classify import DeviceError, ModelError, load_classifier, model_card
+    from facevalue.pipeline import versions
+
+    for name, version in versions().items():
+        click.echo(f"{name}: {version}")
+    try:
+        card = model_card(load_classifier(model, device))
+    except (ModelError, DeviceError) as e:
+        raise click.ClickException(str(e)) from e
+    for key, value in card.items():
+        click.echo(f"{key}: {value}")
+
+
+class _Progress:
+    """A progress bar on stderr, shown only when it is a terminal and not --quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and click.get_text_stream("stderr").isatty()
+        self.bar: Any = None
+
+    def __call__(self, finished: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            stderr = click.get_text_stream("stderr")
+            self.bar = click.progressbar(length=total, label="scoring", file=stderr)
+            self.bar.__enter__()
+        self.bar.update(finished - self.bar.pos)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _summarize(faces: pd.DataFrame, out: str, companies: str) -> None:
+    """One line on stderr: photos per status, faces scored, files written."""
+    from facevalue.aggregate import status_counts
+
+    counts = status_counts(faces)
+    found = int((faces["status"] == "ok").sum())
+    details = ", ".join(f"{n} {status}" for status, n in counts.items())
+    click.echo(f"{sum(counts.values())} photos ({details}), {found} faces scored -> "
+               f"{out}, {companies}", err=True)
+# --- end score and info ---
 
 
 def main() -> None:

@@ -1,0 +1,81 @@
+"""Per-company (or company-year) summaries of the per-face table.
+
+Scores average over each photo's main face (``face == 0``, the largest), so a board photo
+with ten people counts once, like a portrait. ``positivity`` is the mean of happiness minus
+the summed means of anger, disgust, fear and sadness; it lies in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from facevalue.contract import LABELS
+from facevalue.discover import UNLISTED
+from facevalue.write import COUNTS, SCORES
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+NO_FACE = "no_face"
+NEGATIVE = ("anger", "disgust", "fear", "sadness")
+
+
+def group_keys(id_columns: list[str]) -> list[str]:
+    """Companies are grouped by ``company``, and by ``year`` when the manifest has one."""
+    return ["company", "year"] if "year" in id_columns else ["company"]
+
+
+def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
+    """One row per company (and year): counts, mean probabilities and the two indices.
+
+    ``photos`` counts the photos in scope (not those outside the manifest), ``faces`` the
+    faces scored, ``failed`` the photos that could not be scored (any status other than
+    ok or no_face). Pass-through ids are the manifest columns constant within every group.
+    """
+    keys = group_keys(id_columns)
+    ids = [c for c in constant_ids(faces, id_columns, keys) if c not in keys]
+    columns = ["company", *ids, *keys[1:], *COUNTS, *LABELS, *SCORES]
+    rows = faces[faces["status"] != UNLISTED]
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+    photos = rows.drop_duplicates("path")
+    table = photos.groupby(keys, dropna=False, sort=True).agg(
+        photos=("path", "size"),
+        failed=("status", lambda s: int((~s.isin([OK, NO_FACE])).sum())),
+        **{c: (c, "first") for c in ids})
+    scored = rows[rows["status"] == OK]
+    table["faces"] = scored.groupby(keys, dropna=False).size()
+    main = scored[scored["face"] == 0]
+    table = table.join(main.groupby(keys, dropna=False)[list(LABELS)].mean())
+    table["happiness_share"] = (main["emotion"] == "happiness").groupby(
+        [main[k] for k in keys], dropna=False).mean()
+    table["positivity"] = table["happiness"] - table[list(NEGATIVE)].sum(axis=1, min_count=4)
+    table["faces"] = table["faces"].fillna(0)
+    table = table.reset_index()
+    return table[columns].astype({c: _dtype(c) for c in (*COUNTS, *LABELS, *SCORES)})
+
+
+def status_counts(faces: pd.DataFrame) -> dict[str, int]:
+    """Photos per status (each photo once, however many faces it has), most common first."""
+    counts = faces.drop_duplicates("path")["status"].value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def constant_ids(faces: pd.DataFrame, id_columns: list[str], keys: list[str]) -> list[str]:
+    """Manifest columns with one value per group (ticker, gvkey), not per photo (person)."""
+    rows = faces[faces["status"] != UNLISTED]
+    if rows.empty:
+        return [c for c in id_columns if c not in keys]
+    groups = rows.groupby(keys, dropna=False)
+    return [c for c in id_columns
+            if c not in keys and int(groups[c].nunique(dropna=False).max()) <= 1]
+
+
+def _dtype(column: str) -> str:
+    if column in COUNTS:
+        return "int64"
+    if column in LABELS or column in SCORES:
+        return "float64"
+    return "str"

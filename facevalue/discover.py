@@ -1,0 +1,167 @@
+"""Find the photos to score, with their company and any ids from a manifest.
+
+Discovery decides what the output will contain, so it never drops anything silently: a
+manifest row whose file is missing and a photo the manifest does not list both become
+``Photo`` records with a status, and later one row each in the per-face table.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from facevalue.contract import LABELS
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Statuses decided at discovery; decoding and detection add the others.
+MISSING = "missing"
+UNLISTED = "unlisted"
+# Per-face columns a manifest may not reuse, or a copied-through id would overwrite them.
+RESERVED = frozenset({
+    "path", "company", "status", "error", "face", "faces_in_photo", "x", "y", "w", "h",
+    "face_score", "emotion", "photo_sha256", "photos", "faces", "failed", "happiness_share",
+    "positivity", *LABELS,
+})
+
+
+class ManifestError(ValueError):
+    """Raised for a manifest that cannot be used; the message names the file and rows."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo to score: its path relative to the photo folder, its company and ids.
+
+    ``status`` is None for a photo to score, or ``missing`` / ``unlisted`` when discovery
+    already knows it cannot or should not be scored.
+    """
+
+    path: str  # posix, relative to the photo folder
+    company: str
+    ids: dict[str, str] = field(default_factory=dict)
+    status: str | None = None
+
+
+def find_photos(root: Path) -> list[str]:
+    """Image files under ``root`` as sorted posix paths relative to it.
+
+    Hidden files and folders are skipped: macOS leaves ``._IMG_0001.jpg`` resource forks and
+    ``.Trashes`` in copied folders, and those are not photos.
+    """
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
+                found.append(Path(folder, name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def company_of(path: str) -> str:
+    """The first folder of a relative path; empty for a photo directly in the root folder."""
+    parts = PurePosixPath(path).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo]:
+    """All photos under ``root`` (sorted by path), with companies from folders or a manifest."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    paths = find_photos(root)
+    if manifest is None:
+        photos = [Photo(p, company_of(p)) for p in paths]
+        _warn_rootless(photos)
+        return photos
+    return _match_manifest(paths, read_manifest(manifest), root)
+
+
+def _warn_rootless(photos: list[Photo]) -> None:
+    rootless = sum(1 for p in photos if not p.company)
+    if rootless:
+        log.warning("%d photo(s) lie directly in the photo folder, not in a company folder; "
+                    "their company is empty (use --manifest to name it)", rootless)
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Manifest rows as dicts of strings, every value kept as written (GVKEY 001690 stays)."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e})") from e
+    _check_columns(path, columns)
+    _check_rows(path, rows)
+    return [{k: (v or "").strip() for k, v in row.items()} for row in rows]
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    missing = {"path", "company"} - set(columns)
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; "
+                            "a manifest needs `path` (relative to PHOTOS) and `company`")
+    clash = sorted((set(columns) - {"path", "company"}) & RESERVED)
+    if clash:
+        raise ManifestError(f"{path}: column(s) {clash} would overwrite output columns; "
+                            "rename them")
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes or "" in columns:
+        raise ManifestError(f"{path}: duplicate or empty column names {dupes}")
+
+
+def _check_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    if any(None in row for row in rows):  # csv puts surplus fields under the key None
+        raise ManifestError(f"{path}: some rows have more fields than the header")
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        key = normalize(row.get("path") or "")
+        if not key or not (row.get("company") or "").strip():
+            raise ManifestError(f"{path}: line {line} has an empty path or company")
+        if key in seen:
+            raise ManifestError(f"{path}: line {line} repeats {key!r} (first on line "
+                                f"{seen[key]}); list each photo once")
+        seen[key] = line
+
+
+def normalize(path: str) -> str:
+    """A manifest path as the posix relative path discovery produces (``./a\\b.jpg`` -> a/b.jpg)."""
+    parts = [p for p in path.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _match_manifest(paths: list[str], rows: list[dict[str, str]], root: Path) -> list[Photo]:
+    listed = {normalize(r["path"]): r for r in rows}
+    on_disk = set(paths)
+    photos = [_photo_from_row(p, r, p in on_disk) for p, r in listed.items()]
+    photos += [Photo(p, company_of(p), status=UNLISTED) for p in paths if p not in listed]
+    photos.sort(key=lambda p: p.path)
+    _log_mismatches(photos, root)
+    return photos
+
+
+def _photo_from_row(path: str, row: dict[str, str], exists: bool) -> Photo:
+    ids = {k: v for k, v in row.items() if k not in ("path", "company")}
+    return Photo(path, row["company"], ids, None if exists else MISSING)
+
+
+def _log_mismatches(photos: Iterable[Photo], root: Path) -> None:
+    for status, what in ((MISSING, "manifest row(s) name no photo under"),
+                         (UNLISTED, "photo(s) are not in the manifest, not scored, under")):
+        examples = [p.path for p in photos if p.status == status]
+        if examples:
+            log.warning("%d %s %s (status %r), e.g. %s", len(examples), what, root, status,
+                        ", ".join(examples[:3]))
+
+
+def id_columns(photos: Iterable[Photo]) -> list[str]:
+    """Manifest id columns, in manifest order (all photos from one manifest share them)."""
+    return next((list(p.ids) for p in photos if p.ids), [])

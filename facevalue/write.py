@@ -1,0 +1,133 @@
+"""The two output tables: their Parquet schemas, metadata, and atomic writing.
+
+The schemas live here and nowhere else; every engine (the local pipeline, a process pool,
+Ray) builds its Arrow tables with ``face_schema`` so the files they write are identical.
+A table is written to a temporary file in the destination folder and renamed into place
+only when complete, so a crash or Ctrl-C never leaves a half-written Parquet file that
+looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facevalue import __version__
+from facevalue.contract import LABELS
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("photos", "faces", "failed")
+SCORES = ("happiness_share", "positivity")
+
+
+def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | None = None
+                ) -> pa.Schema:
+    """The per-face table: one row per face kept, or one per photo that yielded none."""
+    fields = [pa.field("path", pa.string()), pa.field("company", pa.string())]
+    fields += [pa.field(name, pa.string()) for name in id_columns]
+    fields += [pa.field("status", pa.string()), pa.field("error", pa.string())]
+    fields += [pa.field(name, pa.int32()) for name in ("face", "faces_in_photo",
+                                                      "x", "y", "w", "h")]
+    fields.append(pa.field("face_score", pa.float32()))
+    fields += [pa.field(label, pa.float32()) for label in LABELS]
+    fields += [pa.field("emotion", pa.string()), pa.field("photo_sha256", pa.string())]
+    return pa.schema(fields, metadata=metadata)
+
+
+def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = None
+                   ) -> pa.Schema:
+    """The per-company table's schema for ``columns`` (``company``, ids, counts, scores).
+
+    Its id columns depend on the manifest, so the schema is built from the column names:
+    counts are int64, scores float64, and everything else (company, ids, year) strings.
+    """
+    def kind(name: str) -> pa.DataType:
+        if name in COUNTS:
+            return pa.int64()
+        return pa.float64() if name in LABELS or name in SCORES else pa.string()
+    return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
+
+
+def table_metadata(model: str, model_sha256: str, detector: str,
+                   arguments: Mapping[str, Any]) -> dict[str, str]:
+    """Key-value metadata naming what produced a table, so a published result is traceable."""
+    return {
+        "facevalue.version": __version__,
+        "facevalue.model": model,
+        "facevalue.model_sha256": model_sha256,
+        "facevalue.detector": detector,
+        "facevalue.arguments": json.dumps(dict(arguments), default=str, sort_keys=True),
+        "facevalue.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``facevalue.*`` key-value metadata of a table written by facevalue."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"facevalue.")}
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Row dicts to an Arrow table of exactly ``schema`` (absent keys become nulls)."""
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+class AtomicParquetWriter:
+    """Write row groups to a temporary file beside ``path``; rename it into place on close.
+
+    Used as a context manager: leaving the block with an exception deletes the temporary
+    file and leaves any earlier file at ``path`` untouched.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A hidden name in the same folder (os.replace is atomic only within a file system),
+        # unique per writer; created by ParquetWriter, so it gets the usual permissions.
+        self.temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        """Append one row group (skipped when empty)."""
+        if table.num_rows:
+            self._writer.write_table(table.cast(self.schema))
+
+    def close(self) -> None:
+        """Finish the file and move it to ``path`` in one atomic rename."""
+        self._writer.close()
+        os.replace(self.temp, self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        self._writer.close()
+        self.temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
+    """Write a whole DataFrame atomically with ``schema`` (columns in the schema's order)."""
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    with AtomicParquetWriter(path, schema) as writer:
+        writer.write(table)

@@ -1,0 +1,94 @@
+"""Per-company aggregation: counts, means over main faces, and the two indices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facevalue.aggregate import companies, constant_ids, status_counts
+from facevalue.contract import LABELS
+
+
+def face(path: str, company: str, status: str = "ok", index: int | None = 0,
+         top: str | None = "happiness", **ids: str) -> dict[str, object]:
+    """A per-face row whose probabilities put 0.7 on ``top`` and 0.05 on the others."""
+    probs = {label: (0.7 if label == top else 0.05) if top else np.nan for label in LABELS}
+    return {"path": path, "company": company, **ids, "status": status, "face": index,
+            "emotion": top, **probs}
+
+
+def frame(*rows: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def test_counts_and_means_use_main_faces() -> None:
+    faces = frame(
+        face("a/1.jpg", "a", top="happiness", ticker="AAA"),
+        face("a/1.jpg", "a", index=1, top="anger", ticker="AAA"),  # second face: not averaged
+        face("a/2.jpg", "a", top="sadness", ticker="AAA"),
+        face("a/3.jpg", "a", status="no_face", index=None, top=None, ticker="AAA"),
+        face("a/4.jpg", "a", status="unreadable", index=None, top=None, ticker="AAA"),
+        face("b/1.jpg", "b", top="neutral", ticker="BBB"),
+    )
+    table = companies(faces, ["ticker"])
+    assert list(table.columns) == ["company", "ticker", "photos", "faces", "failed", *LABELS,
+                                   "happiness_share", "positivity"]
+    a, b = table.iloc[0], table.iloc[1]
+    assert (a["company"], a["ticker"], a["photos"], a["faces"], a["failed"]) == (
+        "a", "AAA", 4, 3, 1)
+    assert a["happiness"] == pytest.approx((0.7 + 0.05) / 2)
+    assert a["anger"] == pytest.approx(0.05)  # the second face's anger is not counted
+    assert a["happiness_share"] == pytest.approx(0.5)
+    assert a["positivity"] == pytest.approx(0.375 - (0.05 + 0.05 + 0.05 + 0.375))
+    assert b["positivity"] == pytest.approx(0.05 - 0.2)
+    assert table["photos"].dtype == "int64" and table["happiness"].dtype == "float64"
+
+
+def test_positivity_spans_minus_one_to_one() -> None:
+    faces = pd.DataFrame([
+        {"path": "h.jpg", "company": "h", "status": "ok", "face": 0, "emotion": "happiness",
+         **{label: float(label == "happiness") for label in LABELS}},
+        {"path": "s.jpg", "company": "s", "status": "ok", "face": 0, "emotion": "sadness",
+         **{label: float(label == "sadness") for label in LABELS}},
+    ])
+    assert companies(faces, [])["positivity"].tolist() == [1.0, -1.0]
+
+
+def test_groups_by_year_and_keeps_only_constant_ids() -> None:
+    faces = frame(
+        face("a/1.jpg", "a", gvkey="001690", year="2019", person="Ann"),
+        face("a/2.jpg", "a", gvkey="001690", year="2019", person="Bob"),
+        face("a/3.jpg", "a", gvkey="001690", year="2020", person="Ann"),
+    )
+    ids = ["gvkey", "year", "person"]
+    assert constant_ids(faces, ids, ["company", "year"]) == ["gvkey"]
+    table = companies(faces, ids)
+    assert list(table.columns[:3]) == ["company", "gvkey", "year"]
+    assert table[["year", "photos"]].values.tolist() == [["2019", 2], ["2020", 1]]
+    assert table["gvkey"].tolist() == ["001690", "001690"]
+
+
+def test_company_without_faces_and_unlisted_photos() -> None:
+    faces = frame(
+        face("a/1.jpg", "a", status="unreadable", index=None, top=None),
+        face("a/2.jpg", "a", status="missing", index=None, top=None),
+        face("z/1.jpg", "z", status="unlisted", index=None, top=None),
+    )
+    table = companies(faces, [])
+    assert table["company"].tolist() == ["a"]  # unlisted photos are outside the study
+    row = table.iloc[0]
+    assert (row["photos"], row["faces"], row["failed"]) == (2, 0, 2)
+    assert np.isnan(row["happiness"]) and np.isnan(row["positivity"])
+
+
+def test_empty_input_gives_empty_typed_table() -> None:
+    faces = pd.DataFrame(columns=["path", "company", "status", "face", "emotion", *LABELS])
+    table = companies(faces, [])
+    assert table.empty and table["faces"].dtype == "int64"
+
+
+def test_status_counts_count_photos_once() -> None:
+    faces = frame(face("a/1.jpg", "a"), face("a/1.jpg", "a", index=1),
+                  face("a/2.jpg", "a", status="no_face", index=None, top=None))
+    assert status_counts(faces) == {"ok": 1, "no_face": 1}

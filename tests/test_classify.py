@@ -1,0 +1,217 @@
+"""The classifier: contract, checksums, providers, batching and pickling."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import build_tiny_model, tiny_contract
+
+from facevalue import classify
+from facevalue.classify import (
+    CPU,
+    CUDA,
+    Classifier,
+    DeviceError,
+    ModelError,
+    check_providers,
+    default_model,
+    load_classifier,
+    model_card,
+    resolve_providers,
+    to_input,
+    verify_checksum,
+)
+from facevalue.contract import LABELS
+
+
+def faces(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48, 1), dtype=np.uint8)
+
+
+def test_predicts_probabilities(tiny_model: Path) -> None:
+    model = Classifier(tiny_model, device="cpu")
+    probs = model.predict(faces(5))
+    assert probs.shape == (5, len(LABELS)) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert model.predict(faces(0)).shape == (0, 7)
+    assert model.sha256 == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    assert model.name == "tiny.onnx" and model.providers == [CPU]
+
+
+def test_batches_give_the_same_answer(tiny_model: Path) -> None:
+    model = Classifier(tiny_model, device="cpu")
+    crops = faces(10)
+    assert np.allclose(model.predict(crops, batch_size=3), model.predict(crops, batch_size=64),
+                       atol=1e-6)
+
+
+def test_input_follows_the_contract() -> None:
+    crops = np.full((2, 48, 48, 1), 255, np.uint8)
+    nhwc = to_input(crops, tiny_contract())
+    assert nhwc.shape == (2, 48, 48, 1) and nhwc.dtype == np.float32
+    assert np.allclose(nhwc, 1.0)
+    contract = tiny_contract()
+    nchw = to_input(crops, type(contract)(**{**contract.__dict__, "layout": "NCHW",
+                                             "scale": 2 / 255, "offset": -1.0}))
+    assert nchw.shape == (2, 1, 48, 48) and np.allclose(nchw, 1.0)
+    with pytest.raises(ValueError, match="do not match the model's input"):
+        to_input(np.zeros((2, 64, 64, 1), np.uint8), contract)
+
+
+def test_model_without_contract_is_refused(tmp_path: Path) -> None:
+    path = build_tiny_model(tmp_path / "bare.onnx", metadata={"author": "someone"})
+    with pytest.raises(ModelError, match="lacks the facevalue contract"):
+        Classifier(path, device="cpu")
+
+
+def test_corrupt_and_missing_models(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "junk.onnx").write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        Classifier(tmp_path / "junk.onnx", device="cpu")
+    (tmp_path / "cut.onnx").write_bytes(tiny_model.read_bytes()[:500])
+    with pytest.raises(ModelError, match="cut.onnx"):
+        Classifier(tmp_path / "cut.onnx", device="cpu")
+    with pytest.raises(ModelError, match="cannot read the model"):
+        Classifier(tmp_path / "absent.onnx", device="cpu")
+
+
+def test_checksums(tmp_path: Path) -> None:
+    path = build_tiny_model(tmp_path / "fvnet.onnx")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sums = tmp_path / "SHA256SUMS"
+    with pytest.raises(ModelError, match="cannot read the model checksums"):
+        verify_checksum(path, digest)
+    sums.write_text(f"{'0' * 64}  other.onnx\n")
+    with pytest.raises(ModelError, match="not listed"):
+        verify_checksum(path, digest)
+    sums.write_text(f"{'0' * 64}  fvnet.onnx\n")
+    with pytest.raises(ModelError, match="does not match"):
+        verify_checksum(path, digest)
+    sums.write_text(f"{digest.upper()} *fvnet.onnx\n")  # sha256sum's binary-mode format
+    verify_checksum(path, digest)
+
+
+def test_default_model_prefers_fvnet_and_checks_its_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed, checkout = tmp_path / "installed", tmp_path / "checkout"
+    installed.mkdir()
+    checkout.mkdir()
+    monkeypatch.setattr(classify, "models_folders", lambda: [installed, checkout])
+    with pytest.raises(ModelError, match="no shipped model"):
+        default_model()
+    older = build_tiny_model(checkout / "fvc2017.onnx", seed=1)
+    assert default_model() == older
+    newer = build_tiny_model(checkout / "fvnet.onnx", seed=2)
+    assert default_model() == newer
+    with pytest.raises(ModelError, match="SHA256SUMS"):
+        load_classifier(device="cpu")
+    digest = hashlib.sha256(newer.read_bytes()).hexdigest()
+    (checkout / "SHA256SUMS").write_text(f"{digest}  fvnet.onnx\n")
+    assert load_classifier(device="cpu").sha256 == digest
+
+
+def test_shipped_model_folders_cover_wheel_and_checkout() -> None:
+    folders = classify.models_folders()
+    assert folders[0].parts[-2:] == ("facevalue", "models")
+    assert folders[1] == Path(classify.__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize(("device", "available", "expected"), [
+    ("cpu", [CUDA, CPU], [CPU]),
+    ("auto", [CUDA, CPU], [CUDA, CPU]),
+    ("auto", ["AzureExecutionProvider", CPU], [CPU]),
+    ("cuda", [CUDA, CPU], [CUDA, CPU]),
+])
+def test_resolve_providers(device: str, available: list[str], expected: list[str]) -> None:
+    assert resolve_providers(device, available) == expected
+
+
+def test_cuda_without_a_cuda_provider_fails_clearly() -> None:
+    with pytest.raises(DeviceError, match="pip install onnxruntime-gpu"):
+        resolve_providers("cuda", [CPU])
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_providers("tpu", [CPU])
+
+
+def test_available_providers_are_asked_from_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    assert resolve_providers("auto") == [CUDA, CPU]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    assert resolve_providers("auto") == [CPU]
+
+
+def test_providers_really_used_are_checked(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(DeviceError, match="could not start CUDA"):
+        check_providers([CPU], "cuda")
+    check_providers([CUDA, CPU], "cuda")
+    with caplog.at_level(logging.INFO, logger="facevalue"):
+        check_providers([CPU], "auto")
+        check_providers([CUDA, CPU], "auto")
+    assert "running on CPU" in caplog.text and "running on CUDA" in caplog.text
+
+
+class SilentCpuSession(ort.InferenceSession):
+    """A session that accepts CUDA in its providers but runs on the CPU, as onnxruntime does
+    when CUDA libraries are missing; records what it was asked for."""
+
+    requested: list[list[str]] = []
+
+    def __init__(self, model: bytes, options: ort.SessionOptions, providers: list[str]) -> None:
+        SilentCpuSession.requested.append(list(providers))
+        super().__init__(model, options, providers=[CPU])
+
+
+def test_silent_cpu_fallback_is_caught(monkeypatch: pytest.MonkeyPatch, tiny_model: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(classify.ort, "InferenceSession", SilentCpuSession)
+    SilentCpuSession.requested.clear()
+    with pytest.raises(DeviceError, match="could not start CUDA"):
+        Classifier(tiny_model, device="cuda")
+    with caplog.at_level(logging.INFO, logger="facevalue"):
+        model = Classifier(tiny_model, device="auto")
+    assert model.providers == [CPU] and "running on CPU" in caplog.text
+    assert SilentCpuSession.requested == [[CUDA, CPU], [CUDA, CPU]]
+
+
+def test_thread_count_reaches_the_session(monkeypatch: pytest.MonkeyPatch,
+                                          tiny_model: Path) -> None:
+    seen = []
+
+    class Recording(ort.InferenceSession):
+        def __init__(self, model: bytes, options: ort.SessionOptions,
+                     providers: list[str]) -> None:
+            seen.append(options.intra_op_num_threads)
+            super().__init__(model, options, providers=providers)
+
+    monkeypatch.setattr(classify.ort, "InferenceSession", Recording)
+    Classifier(tiny_model, device="cpu", threads=1)
+    Classifier(tiny_model, device="cpu")
+    assert seen == [1, 0]  # 0: onnxruntime's default, all cores
+
+
+def test_classifier_pickles(tiny_model: Path, tmp_path: Path) -> None:
+    model = Classifier(tiny_model, device="cpu", threads=1)
+    copy = pickle.loads(pickle.dumps(model))
+    crops = faces(3)
+    assert np.array_equal(copy.predict(crops), model.predict(crops))
+    assert copy.contract == model.contract and copy.threads == 1
+    moved = build_tiny_model(tmp_path / "m.onnx", seed=3)
+    state = pickle.dumps(Classifier(moved, device="cpu"))
+    build_tiny_model(moved, seed=4)
+    with pytest.raises(ModelError, match="changed"):
+        pickle.loads(state)
+
+
+def test_model_card(tiny_model: Path) -> None:
+    card = model_card(Classifier(tiny_model, device="cpu"))
+    assert card["labels"] == ", ".join(LABELS)
+    assert card["input"].startswith("48x48 grayscale NHWC")
+    assert card["facevalue.architecture"] == "tiny-test"
+    assert card["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()

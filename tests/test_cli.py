@@ -1,0 +1,135 @@
+"""The command line: score and info through CliRunner, help everywhere, light imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import build_tiny_model
+from images import SAMPLE_PHOTOS
+
+import facevalue
+from facevalue.cli import cli
+from facevalue.write import read_metadata
+
+MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
+
+
+def run(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_score_writes_both_tables(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "s.parquet"
+    result = run("score", str(SAMPLE_PHOTOS), "--out", str(out), "--model", str(tiny_model),
+                 "--manifest", str(MANIFEST), "--device", "cpu", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert "3 photos (2 ok, 1 no_face), 2 faces scored" in result.output
+    faces = pd.read_parquet(out)
+    companies = pd.read_parquet(tmp_path / "s.companies.parquet")
+    assert faces["status"].tolist() == ["ok", "no_face", "ok"]
+    assert companies["company"].tolist() == ["nasa", "navy"]
+    arguments = json.loads(read_metadata(out)["facevalue.arguments"])
+    assert arguments["batch_size"] == 2 and arguments["device"] == "cpu"
+
+
+def test_score_options(tmp_path: Path, tiny_model: Path) -> None:
+    companies = tmp_path / "elsewhere" / "firms.parquet"
+    result = run("score", str(SAMPLE_PHOTOS), "--out", str(tmp_path / "s.parquet"), "--quiet",
+                 "--model", str(tiny_model), "--companies", str(companies), "--faces", "all",
+                 "--max-pixels", "0.3", "--threads", "1")
+    assert result.exit_code == 0 and result.output == ""
+    faces = pd.read_parquet(tmp_path / "s.parquet")
+    # 512 x 600 Grace Hopper is over 0.3 megapixels; the others are not.
+    assert faces.set_index("path")["status"].to_dict() == {
+        "nasa/astronaut.jpg": "ok", "nasa/landscape.jpg": "no_face",
+        "navy/grace_hopper.jpg": "too_large"}
+    assert pd.read_parquet(companies)["failed"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--device", "cuda"], "onnxruntime offers no CUDA provider"),
+    (["--manifest", "BAD"], "missing column(s) ['company']"),
+])
+def test_score_user_errors(tmp_path: Path, tiny_model: Path, extra: list[str],
+                           message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path\nx.jpg\n")
+    extra = [str(bad) if arg == "BAD" else arg for arg in extra]
+    result = run("score", str(SAMPLE_PHOTOS), "--out", str(tmp_path / "s.parquet"),
+                 "--model", str(tiny_model), *extra)
+    assert result.exit_code == 1 and message in result.output
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_model_without_contract_is_refused(tmp_path: Path) -> None:
+    bare = build_tiny_model(tmp_path / "bare.onnx", metadata={})
+    result = run("score", str(SAMPLE_PHOTOS), "--out", str(tmp_path / "s.parquet"),
+                 "--model", str(bare))
+    assert result.exit_code == 1 and "lacks the facevalue contract" in result.output
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x00" * 100)
+    result = run("info", "--model", str(tmp_path / "corrupt.onnx"))
+    assert result.exit_code == 1 and "not a usable ONNX model" in result.output
+
+
+def test_info_shows_model_card_and_versions(tiny_model: Path) -> None:
+    result = run("info", "--model", str(tiny_model), "--device", "cpu")
+    assert result.exit_code == 0
+    assert f"facevalue: {facevalue.__version__}" in result.output
+    assert "providers: " in result.output and "onnxruntime: " in result.output
+    assert "input: 48x48 grayscale NHWC" in result.output
+    assert "facevalue.architecture: tiny-test" in result.output
+
+
+def test_every_command_has_help() -> None:
+    assert run("--help").exit_code == 0
+    assert {"score", "info"} <= set(cli.commands)
+    for name, command in cli.commands.items():
+        result = run(name, "--help")
+        summary = " ".join((command.help or "").split("\n\n")[0].split())
+        assert result.exit_code == 0 and summary, name
+        assert summary in " ".join(result.output.split()), name
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.output.strip() == f"facevalue, version {facevalue.__version__}"
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "facevalue", "--version"], capture_output=True,
+                          text=True, check=True)
+    assert facevalue.__version__ in done.stdout
+
+
+def imported_after(code: str) -> set[str]:
+    """Top-level modules imported by ``code`` in a fresh interpreter."""
+    script = f"import sys\n{code}\nprint(' '.join({{m.split('.')[0] for m in sys.modules}}))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    return set(done.stdout.split())
+
+
+def test_import_facevalue_stays_light() -> None:
+    modules = imported_after("import facevalue, facevalue.cli")
+    assert not modules & {"tensorflow", "onnxruntime", "cv2", "pandas", "pyarrow", "keras"}
+
+
+def test_scoring_never_imports_tensorflow() -> None:
+    modules = imported_after("from facevalue import score_folder\n"
+                             "import facevalue.pipeline, facevalue.classify, facevalue.detect")
+    assert "onnxruntime" in modules and "cv2" in modules
+    assert not modules & {"tensorflow", "keras", "tf2onnx"}
+
+
+def test_public_names_import() -> None:
+    for name in facevalue.__all__:
+        assert getattr(facevalue, name) is not None, name
+    with pytest.raises(AttributeError):
+        facevalue.no_such_name  # noqa: B018

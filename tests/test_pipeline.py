@@ -1,0 +1,196 @@
+"""The whole scoring path from Python: sample portraits, every bad input, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from images import SAMPLE_PHOTOS, bad_inputs, encode, portrait
+
+from facevalue import score_folder
+from facevalue.classify import Classifier
+from facevalue.contract import LABELS
+from facevalue.detect import Box, FaceDetector
+from facevalue.discover import Photo
+from facevalue.pipeline import (
+    ERROR,
+    Options,
+    classify_chunk,
+    default_companies_path,
+    find_faces,
+    score_photos,
+)
+from facevalue.write import read_metadata
+
+MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path_factory.mktemp("bad")
+    return folder, bad_inputs(folder)
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(providers=["CPUExecutionProvider"], threads=1)
+
+
+def test_sample_data_end_to_end(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "s.parquet"
+    faces, companies = score_folder(SAMPLE_PHOTOS, out, manifest=MANIFEST, model=tiny_model,
+                                    device="cpu")
+    assert faces["path"].tolist() == ["nasa/astronaut.jpg", "nasa/landscape.jpg",
+                                      "navy/grace_hopper.jpg"]
+    assert faces["status"].tolist() == ["ok", "no_face", "ok"]
+    assert faces["faces_in_photo"].tolist() == [1, 0, 1]  # one portrait, one face
+    assert faces["gvkey"].tolist() == ["009902", "009902", "009901"]
+    ok = faces[faces["status"] == "ok"]
+    assert np.allclose(ok[list(LABELS)].sum(axis=1), 1, atol=1e-5)
+    assert (ok["emotion"] == ok[list(LABELS)].idxmax(axis=1)).all()
+    assert len(set(ok["photo_sha256"])) == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(out), faces, check_dtype=False)
+    assert companies[["company", "gvkey", "ticker", "year", "photos", "faces", "failed"]
+                     ].values.tolist() == [["nasa", "009902", "NASAX", "1992", 2, 1, 0],
+                                           ["navy", "009901", "NAVYX", "1984", 1, 1, 0]]
+    assert "person" not in companies.columns  # varies within nasa
+    stored = pd.read_parquet(default_companies_path(out))
+    pd.testing.assert_frame_equal(stored, companies, check_dtype=False)
+    meta = read_metadata(out)
+    assert meta == read_metadata(default_companies_path(out)) == faces.attrs
+    assert meta["facevalue.model"] == "tiny.onnx"
+    assert meta["facevalue.detector"].startswith("blazeface")
+
+
+def test_every_bad_input_gets_one_status_row(bad_folder: tuple[Path, dict[str, str]],
+                                             tiny_model: Path, tmp_path: Path) -> None:
+    folder, expected = bad_folder
+    faces, companies = score_folder(folder, tmp_path / "bad.parquet", model=tiny_model,
+                                    device="cpu")
+    assert dict(zip(faces["path"], faces["status"], strict=True)) == expected
+    assert faces.set_index("path").loc["acme/two_faces.jpg", "faces_in_photo"] == 2
+    failed = faces[~faces["status"].isin(["ok", "no_face"])]
+    assert failed["error"].notna().all() and failed["face"].isna().all()
+    assert faces.loc[faces["status"] == "ok", "error"].isna().all()
+    assert companies.loc[0, "failed"] == 4 and companies.loc[0, "photos"] == len(expected)
+
+
+def test_boxes_are_in_upright_original_pixels(bad_folder: tuple[Path, dict[str, str]],
+                                              tiny_model: Path) -> None:
+    folder, _ = bad_folder
+    faces = score_folder(folder, model=tiny_model, device="cpu").faces.set_index("path")
+    upright = faces.loc["acme/cmyk.jpg", ["x", "y", "w", "h"]].to_numpy(float)
+    rotated = faces.loc["acme/exif_rotated.jpg", ["x", "y", "w", "h"]].to_numpy(float)
+    assert np.abs(upright - rotated).max() <= 4
+    x, y, w, h = upright
+    assert 0 <= x and x + w <= 512 and 0 <= y and y + h <= 600 and w > 100
+
+
+def test_all_faces_and_main_face(bad_folder: tuple[Path, dict[str, str]],
+                                 tiny_model: Path) -> None:
+    folder, _ = bad_folder
+    every = score_folder(folder, model=tiny_model, device="cpu", faces="all").faces
+    two = every[every["path"] == "acme/two_faces.jpg"]
+    assert two["face"].tolist() == [0, 1] and two["faces_in_photo"].tolist() == [2, 2]
+    assert (two["w"] * two["h"]).is_monotonic_decreasing  # the main face is the largest
+    assert not np.allclose(two.iloc[0][list(LABELS)].astype(float),
+                           two.iloc[1][list(LABELS)].astype(float))
+
+
+def test_reduced_decoding_reports_full_size_boxes(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "small.jpg").write_bytes(encode(portrait()))
+    (tmp_path / "big" / "large.jpg").write_bytes(encode(cv2.resize(portrait(), (2560, 3000))))
+    faces = score_folder(tmp_path, model=tiny_model, device="cpu").faces.set_index("path")
+    small = faces.loc["big/small.jpg", ["x", "y", "w", "h"]].to_numpy(float)
+    large = faces.loc["big/large.jpg", ["x", "y", "w", "h"]].to_numpy(float)
+    assert np.abs(large - 5 * small).max() <= 20  # decoded at 1/2, reported at full size
+
+
+def test_chunks_stream_the_same_rows(bad_folder: tuple[Path, dict[str, str]],
+                                     detector: FaceDetector, tiny_model: Path) -> None:
+    folder, expected = bad_folder
+    photos = [Photo(path, "acme") for path in sorted(expected)]
+    model = Classifier(tiny_model, device="cpu")
+    seen: list[int] = []
+    small = list(score_photos(photos, folder, detector, model, Options(chunk_size=3),
+                              progress=seen.append))
+    large = list(score_photos(photos, folder, detector, model, Options(chunk_size=256)))
+    assert [len(c) for c in small][:1] == [3] and len(small) == 4 and len(large) == 1
+    assert seen == [3, 3, 3, 2]
+    flat = [row for chunk in small for row in chunk]
+    assert pd.DataFrame(flat).equals(pd.DataFrame(large[0]))
+
+
+def test_progress_reports_finished_and_total(bad_folder: tuple[Path, dict[str, str]],
+                                             tiny_model: Path) -> None:
+    folder, expected = bad_folder
+    calls: list[tuple[int, int]] = []
+    score_folder(folder, model=tiny_model, device="cpu",
+                 progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (len(expected), len(expected))
+
+
+def test_find_faces_from_bytes_and_discovery_statuses(detector: FaceDetector,
+                                                      tiny_model: Path) -> None:
+    contract = Classifier(tiny_model, device="cpu").contract
+    item = find_faces(Photo("x/p.jpg", "x"), "/nonexistent", detector, contract,
+                      data=encode(portrait()))
+    assert item.status == "ok" and item.crops.shape == (1, 48, 48, 1)
+    assert len(item.sha256) == 64 and item.boxes[0].w > 100
+    missing = find_faces(Photo("x/gone.jpg", "x", status="missing"), "/", detector, contract)
+    assert missing.status == "missing" and "no such photo" in missing.error
+    unreadable = find_faces(Photo("x/gone.jpg", "x"), "/nonexistent", detector, contract)
+    assert unreadable.status == "unreadable"
+
+
+class BrokenDetector:
+    """A detector that fails on one photo, as a bug or an odd image might make it."""
+
+    name = "broken"
+
+    def __init__(self, real: FaceDetector) -> None:
+        self.real = real
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        if image.shape[0] == 1:
+            raise cv2.error("detector exploded")
+        return self.real.detect(image)
+
+
+def test_unexpected_failure_on_one_photo_does_not_stop_the_run(
+        bad_folder: tuple[Path, dict[str, str]], detector: FaceDetector,
+        tiny_model: Path) -> None:
+    folder, expected = bad_folder
+    photos = [Photo(path, "acme") for path in sorted(expected)]
+    model = Classifier(tiny_model, device="cpu")
+    items = [find_faces(p, folder, BrokenDetector(detector), model.contract) for p in photos]
+    rows = classify_chunk(items, model)
+    status = {row["path"]: row["status"] for row in rows}
+    assert status["acme/one_pixel.png"] == ERROR
+    assert status["acme/two_faces.jpg"] == "ok" and len(status) == len(expected)
+    error = next(row["error"] for row in rows if row["status"] == ERROR)
+    assert "detector exploded" in error
+
+
+def test_interrupted_run_leaves_no_output(tmp_path: Path, tiny_model: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import facevalue.pipeline as pipeline
+
+    def explode(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "classify_chunk", explode)
+    with pytest.raises(KeyboardInterrupt):
+        score_folder(SAMPLE_PHOTOS, tmp_path / "s.parquet", model=tiny_model, device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="faces must be one of"):
+        Options(faces="some")
+    with pytest.raises(ValueError, match="must be positive"):
+        Options(batch_size=0)
