@@ -1,0 +1,335 @@
+"""Find faces with MediaPipe's BlazeFace (short range) on onnxruntime, and crop them like FER2013.
+
+Why BlazeFace: OpenCV 5's headless wheel has no Haar cascades, YuNet's model is on no package
+registry, and BlazeFace short-range (Apache-2.0) converts to a 230 kB ONNX file that runs in
+about 2 ms on one CPU core. ``tools/build_detector.py`` rebuilds the shipped file and
+``bench/detector_choice.md`` holds the measurements behind the choice and the crop.
+
+The model sees the whole photo letterboxed to 128x128, so it finds faces that are at least
+~1/10 of the photo's longer side: right for portraits, not for large group photos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "blazeface-short-range.onnx"
+INPUT_SIZE = 128
+# Defaults tuned on faces-dev (bench/detector_choice.md): one portrait gives one face.
+DEFAULT_MIN_SCORE = 0.5
+DEFAULT_NMS_IOU = 0.3
+# A box whose area lies more than this share inside another box is the same face (drop_nested).
+NESTED_LIMIT = 0.5
+# Second look, only when the first finds nothing: BlazeFace short range misses faces that fill
+# the whole frame (tight crops), and finds them once the photo is zoomed out by this margin.
+ZOOM_OUT_MARGIN = 0.3
+# FER2013-like crop: a square of CROP_SCALE x the box's longer side, centred CROP_SHIFT box
+# heights below the box centre (bench/detector_choice.md).
+CROP_SCALE = 1.2
+CROP_SHIFT = 0.0
+COLOR_MODES = ("grayscale", "rgb")
+
+
+class DetectorError(ValueError):
+    """Raised for a missing, corrupt or unexpected detector model file."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face: pixel box in the image passed to ``detect`` and the detector's confidence."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float
+
+    @property
+    def area(self) -> int:
+        """Box area in pixels (faces are ranked by it: the main face is the largest)."""
+        return self.w * self.h
+
+    def scaled(self, factor: float) -> Box:
+        """The box in an image ``factor`` times as large (for detection on a reduced copy)."""
+        return Box(round(self.x * factor), round(self.y * factor),
+                   round(self.w * factor), round(self.h * factor), self.score)
+
+
+def default_model_path() -> Path:
+    """The shipped detector: inside the installed package, else the source checkout's models/."""
+    installed = Path(str(resources.files("facevalue"))) / "models" / MODEL_FILE
+    if installed.is_file():
+        return installed
+    return Path(__file__).resolve().parents[1] / "models" / MODEL_FILE
+
+
+def ssd_anchors() -> np.ndarray:
+    """The 896 anchor centres (x, y in 0..1) of BlazeFace short range.
+
+    MediaPipe's SsdAnchorsCalculator with the model's options: 128x128 input, strides
+    8, 16, 16, 16, two anchors per cell (one per layer), fixed anchor size; layers with the
+    same stride share a grid, giving 16x16x2 + 8x8x6 anchors.
+    """
+    grids = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        cells = INPUT_SIZE // stride
+        centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        xs, ys = np.meshgrid(centres, centres)
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        grids.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(grids)
+
+
+def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize for the detector, fast on huge photos.
+
+    INTER_AREA from 3000 px to 128 px takes ~50 ms; a bilinear step to 4x the target first,
+    then INTER_AREA, takes ~1-3 ms and still averages 16 samples per output pixel.
+    """
+    if image.shape[1] > 4 * width and image.shape[0] > 4 * height:
+        image = cv2.resize(image, (4 * width, 4 * height), interpolation=cv2.INTER_LINEAR)
+    method = cv2.INTER_AREA if image.shape[1] > width else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=method)
+
+
+def letterbox(image: np.ndarray, margin: float = 0.0
+              ) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Fit a BGR or gray uint8 image into the model input, keeping its aspect ratio.
+
+    ``margin`` adds black space on every side, as a fraction of the image's longer side, which
+    zooms out. Returns the (1, 128, 128, 3) float32 RGB tensor in [-1, 1], the scale factor and
+    the (left, top) padding, which map boxes back to the image's pixels.
+    """
+    height, width = image.shape[:2]
+    scale = INPUT_SIZE / (max(height, width) * (1 + 2 * margin))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = shrink(image, new_w, new_h)
+    if resized.ndim == 2:
+        resized = cv2.cvtColor(resized, cv2.COLOR_GRAY2RGB)
+    else:
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    left, top = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
+    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    canvas[top:top + new_h, left:left + new_w] = resized
+    tensor = canvas.astype(np.float32)[None] / 127.5 - 1.0
+    return tensor, scale, (left, top)
+
+
+def decode_boxes(regressors: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Anchor offsets to (x0, y0, x1, y1) in the 128-px letterbox frame (keypoints unused)."""
+    centres = regressors[:, :2] + anchors * INPUT_SIZE
+    half = regressors[:, 2:4] / 2
+    return np.concatenate([centres - half, centres + half], axis=1)
+
+
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over union of one (x0, y0, x1, y1) box with each row of ``others``."""
+    top_left = np.maximum(box[:2], others[:, :2])
+    bottom_right = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float
+                 ) -> list[tuple[np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    Each cluster of overlapping candidates becomes one box, the score-weighted mean of the
+    cluster, with the best score. Averaging steadies the box between neighbouring anchors,
+    which plain NMS would pick from at random.
+    """
+    order = np.argsort(-scores)
+    boxes, scores = boxes[order], scores[order]
+    kept = []
+    while len(scores):
+        cluster = iou(boxes[0], boxes) > threshold
+        cluster[0] = True
+        weights = scores[cluster][:, None]
+        kept.append(((boxes[cluster] * weights).sum(0) / weights.sum(), float(scores[0])))
+        boxes, scores = boxes[~cluster], scores[~cluster]
+    return kept
+
+
+def drop_nested(faces: list[tuple[np.ndarray, float]], limit: float = NESTED_LIMIT
+                ) -> list[tuple[np.ndarray, float]]:
+    """Drop boxes that lie mostly inside a better-scored one (or contain it).
+
+    On a face that fills the photo, BlazeFace also fires on an eye or cheek region inside the
+    face; IoU is small there, so NMS keeps both. Two real faces never nest like that.
+    """
+    kept: list[tuple[np.ndarray, float]] = []
+    for box, score in faces:  # best score first, as weighted_nms returns them
+        nested = False
+        for other, _ in kept:
+            top_left = np.maximum(box[:2], other[:2])
+            bottom_right = np.minimum(box[2:], other[2:])
+            inter = np.prod(np.clip(bottom_right - top_left, 0, None))
+            smaller = min(np.prod(box[2:] - box[:2]), np.prod(other[2:] - other[:2]))
+            nested = nested or inter > limit * max(smaller, 1e-9)
+        if not nested:
+            kept.append((box, score))
+    return kept
+
+
+def to_pixels(corners: np.ndarray, scale: float, pad: tuple[int, int],
+              shape: tuple[int, ...], score: float) -> Box | None:
+    """Map a letterbox-frame box to the image's pixels, clipped to the image; None if empty."""
+    left, top = pad
+    x0, y0, x1, y1 = (corners - [left, top, left, top]) / scale
+    height, width = shape[:2]
+    x0, x1 = np.clip([x0, x1], 0, width)
+    y0, y1 = np.clip([y0, y1], 0, height)
+    x, y = round(float(x0)), round(float(y0))
+    w, h = round(float(x1)) - x, round(float(y1)) - y
+    return Box(x, y, w, h, score) if w > 0 and h > 0 else None
+
+
+def check_image(image: np.ndarray) -> None:
+    """Refuse what the detector cannot read, with a message naming the problem."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy image, got {getattr(image, 'dtype', image)!r}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected HxW gray or HxWx3 BGR, got shape {image.shape}")
+    if min(image.shape[:2]) == 0:
+        raise ValueError(f"empty image, shape {image.shape}")
+
+
+class FaceDetector:
+    """BlazeFace short range on one onnxruntime session, reused for every photo.
+
+    Picklable: the session is rebuilt from the model path on unpickling, so process pools and
+    Ray can ship a detector to their workers.
+    """
+
+    def __init__(self, path: Path | None = None, min_score: float = DEFAULT_MIN_SCORE,
+                 providers: list[str] | None = None, threads: int | None = None,
+                 nms_iou: float = DEFAULT_NMS_IOU, zoom_out: float = ZOOM_OUT_MARGIN) -> None:
+        self.path = Path(path) if path is not None else default_model_path()
+        self.min_score = min_score
+        self.nms_iou = nms_iou
+        self.zoom_out = zoom_out
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.threads = threads
+        self._open()
+
+    def _open(self) -> None:
+        """Create the session and check the model is the BlazeFace layout this code decodes."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise DetectorError(f"cannot read face detector {self.path}: {e}") from e
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(data, options, providers=self.providers)
+        except Exception as e:  # onnxruntime raises several private exception types
+            raise DetectorError(f"{self.path} is not a usable ONNX model: {e}") from e
+        shapes = {o.name: o.shape for o in self._session.get_outputs()}
+        expected = {"regressors": [1, 896, 16], "classificators": [1, 896, 1]}
+        if shapes != expected or self._session.get_inputs()[0].shape != [1, 128, 128, 3]:
+            raise DetectorError(f"{self.path} is not BlazeFace short range (outputs {shapes})")
+        self._input = self._session.get_inputs()[0].name
+        self._anchors = ssd_anchors()
+        self.name = f"blazeface-short-range@{hashlib.sha256(data).hexdigest()[:12]}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "min_score": self.min_score, "nms_iou": self.nms_iou,
+                "zoom_out": self.zoom_out,
+                "providers": self.providers, "threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"FaceDetector({self.name}, min_score={self.min_score})"
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Faces in a uint8 gray (HxW) or BGR (HxWx3) image, largest first.
+
+        Boxes are in the pixels of ``image``; for a reduced copy of a photo, map them back
+        with ``Box.scaled``.
+        """
+        check_image(image)
+        faces = self.detect_at(image, 0.0)
+        if not faces and self.zoom_out:
+            faces = self.detect_at(image, self.zoom_out)
+        return sorted(faces, key=lambda b: -b.area)
+
+    def detect_at(self, image: np.ndarray, margin: float) -> list[Box]:
+        """One pass of the model over the image letterboxed with ``margin`` (see letterbox)."""
+        tensor, scale, pad = letterbox(image, margin)
+        regressors, logits = self._session.run(None, {self._input: tensor})
+        scores = 0.5 + 0.5 * np.tanh(logits[0, :, 0] / 2)  # sigmoid without exp overflow
+        keep = scores >= self.min_score
+        corners = decode_boxes(regressors[0][keep], self._anchors[keep])
+        faces = drop_nested(weighted_nms(corners, scores[keep], self.nms_iou))
+        boxes = (to_pixels(box, scale, pad, image.shape, score) for box, score in faces)
+        return [b for b in boxes if b is not None]
+
+
+def square_around(box: Box, scale: float, shift: float) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square crop for a box: ``scale`` x its longer side, shifted down."""
+    side = max(1, round(max(box.w, box.h) * scale))
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2 + shift * box.h
+    return round(cx - side / 2), round(cy - side / 2), side
+
+
+def crop_square(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The square ``image[y0:y0+side, x0:x0+side]``, edge-replicated where it leaves the image."""
+    height, width = image.shape[:2]
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = max(0, y0 + side - height), max(0, x0 + side - width)
+    inside = image[max(0, y0):min(height, y0 + side), max(0, x0):min(width, x0 + side)]
+    if inside.size == 0:  # the square misses the image; replicate the nearest pixel
+        ny, nx = min(max(y0, 0), height - 1), min(max(x0, 0), width - 1)
+        inside, top, bottom, left, right = image[ny:ny + 1, nx:nx + 1], 0, side - 1, 0, side - 1
+    if top or bottom or left or right:
+        inside = cv2.copyMakeBorder(inside, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    return inside
+
+
+def to_color_mode(image: np.ndarray, color_mode: str) -> np.ndarray:
+    """Gray (HxWx1) or RGB (HxWx3) from a gray or BGR image."""
+    if color_mode == "grayscale":
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return gray[..., None]
+    code = cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)
+
+
+def crop_faces(image: np.ndarray, boxes: Sequence[Box], size: tuple[int, int],
+               color_mode: str, scale: float = CROP_SCALE, shift: float = CROP_SHIFT
+               ) -> np.ndarray:
+    """Square, FER2013-like crops of each box, resized to ``size`` = (height, width).
+
+    Returns uint8 (n, h, w, 1) for ``"grayscale"`` or (n, h, w, 3) RGB for ``"rgb"``, ready for
+    the classifier's normalisation. ``image`` is the gray or BGR photo the boxes refer to.
+    """
+    check_image(image)
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {color_mode!r}")
+    height, width = size
+    out = np.empty((len(boxes), height, width, 1 if color_mode == "grayscale" else 3), np.uint8)
+    for i, box in enumerate(boxes):
+        square = crop_square(image, *square_around(box, scale, shift))
+        method = cv2.INTER_AREA if square.shape[0] > max(size) else cv2.INTER_LINEAR
+        resized = cv2.resize(square, (width, height), interpolation=method)
+        out[i] = to_color_mode(resized, color_mode).reshape(out.shape[1:])
+    return out
