@@ -170,7 +170,7 @@ def model_card(classifier: Classifier) -> dict[str, str]:
     card = {
         "model": str(classifier.path),
         "sha256": classifier.sha256,
-        "providers": ", ".join(classifier.providers),
+        "session providers": ", ".join(classifier.providers),
         "labels": ", ".join(contract.labels),
         "input": f"{height}x{width} {contract.color_mode} {contract.layout}, "
                  f"x * {contract.scale:.6g} + {contract.offset:g}",

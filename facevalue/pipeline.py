@@ -237,7 +237,7 @@ def versions() -> dict[str, str]:
 
     return {"facevalue": __version__, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__,
-            "providers": ", ".join(onnxruntime.get_available_providers()),
+            "available providers": ", ".join(onnxruntime.get_available_providers()),
             "opencv": cv2.__version__, "numpy": np.__version__, "pandas": pd.__version__,
             "pyarrow": pa.__version__}
 

@@ -215,3 +215,16 @@ def test_model_card(tiny_model: Path) -> None:
     assert card["input"].startswith("48x48 grayscale NHWC")
     assert card["facevalue.architecture"] == "tiny-test"
     assert card["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+
+
+def test_shipped_checksums_cover_every_shipped_model() -> None:
+    """models/SHA256SUMS lists every ONNX file in models/ with its true hash."""
+    folder = Path(classify.__file__).resolve().parents[1] / "models"
+    listed = {}
+    for line in (folder / classify.SUMS_FILE).read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.lstrip("*")] = digest
+    shipped = {p.name for p in folder.glob("*.onnx")}
+    assert shipped <= set(listed), f"add {sorted(shipped - set(listed))} to SHA256SUMS"
+    for name in shipped:
+        verify_checksum(folder / name, hashlib.sha256((folder / name).read_bytes()).hexdigest())

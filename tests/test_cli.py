@@ -82,7 +82,8 @@ def test_info_shows_model_card_and_versions(tiny_model: Path) -> None:
     result = run("info", "--model", str(tiny_model), "--device", "cpu")
     assert result.exit_code == 0
     assert f"facevalue: {facevalue.__version__}" in result.output
-    assert "providers: " in result.output and "onnxruntime: " in result.output
+    assert "available providers: " in result.output and "onnxruntime: " in result.output
+    assert "session providers: CPUExecutionProvider" in result.output
     assert "input: 48x48 grayscale NHWC" in result.output
     assert "facevalue.architecture: tiny-test" in result.output
 
