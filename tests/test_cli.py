@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import build_tiny_model
 from images import SAMPLE_PHOTOS
 
 import facevalue
-from facevalue.cli import cli
+from facevalue.cli import _Progress, cli
 from facevalue.write import read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -86,6 +87,24 @@ def test_info_shows_model_card_and_versions(tiny_model: Path) -> None:
     assert "session providers: CPUExecutionProvider" in result.output
     assert "input: 48x48 grayscale NHWC" in result.output
     assert "facevalue.architecture: tiny-test" in result.output
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("terminal", "quiet", "shown"), [
+    (True, False, True), (True, True, False), (False, False, False)])
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, terminal: bool,
+                                         quiet: bool, shown: bool) -> None:
+    stream = FakeTerminal() if terminal else io.StringIO()
+    monkeypatch.setattr(click, "get_text_stream", lambda name: stream)
+    with _Progress(enabled=not quiet) as progress:
+        progress(2, 4)
+        progress(4, 4)
+    assert ("scoring" in stream.getvalue() and "100%" in stream.getvalue()) == shown
+    assert stream.getvalue() == "" or shown
 
 
 def test_every_command_has_help() -> None:
