@@ -178,7 +178,8 @@ def score_folder(photos: str | Path, out: str | Path | None = None, *,
     """Score every photo under ``photos``; return per-face and per-company DataFrames.
 
     With ``out``, also write the per-face Parquet there and the per-company one to
-    ``companies`` (default ``<out stem>.companies.parquet``), each atomically.
+    ``companies`` (default ``<out stem>.companies.parquet``), each atomically; ``companies``
+    alone writes only the per-company table.
     ``progress(finished, total)`` is called after each chunk with photo counts;
     ``arguments`` (default: this call's) are recorded in the tables' metadata.
     """
@@ -195,9 +196,11 @@ def score_folder(photos: str | Path, out: str | Path | None = None, *,
                           _counting(progress, len(found)))
     face_frame = _collect(chunks, write.face_schema(ids, meta), out).to_pandas()
     company_frame = aggregate.companies(face_frame, ids)
-    if out is not None:
+    if companies is None and out is not None:
+        companies = default_companies_path(out)
+    if companies is not None:
         schema = write.company_schema(company_frame.columns, meta)
-        write.write_frame(company_frame, companies or default_companies_path(out), schema)
+        write.write_frame(company_frame, companies, schema)
     face_frame.attrs.update(meta)
     company_frame.attrs.update(meta)
     return Scores(face_frame, company_frame)

@@ -189,6 +189,15 @@ def test_interrupted_run_leaves_no_output(tmp_path: Path, tiny_model: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_without_out_nothing_is_written_unless_companies(tmp_path: Path,
+                                                         tiny_model: Path) -> None:
+    faces, companies = score_folder(SAMPLE_PHOTOS, model=tiny_model, device="cpu")
+    assert len(faces) == 3 and len(companies) == 2 and list(tmp_path.iterdir()) == []
+    score_folder(SAMPLE_PHOTOS, companies=tmp_path / "c.parquet", model=tiny_model,
+                 device="cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.parquet"]
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="faces must be one of"):
         Options(faces="some")
