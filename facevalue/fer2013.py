@@ -72,12 +72,12 @@ def _load_csv(path: Path) -> FaceSet:
     n = len(frame)
     images = np.empty((n, SIZE, SIZE), np.uint8)
     labels = np.empty(n, np.int64)
-    for i, (emotion, pixels) in enumerate(zip(frame["emotion"], frame["pixels"])):
+    for i, (emotion, pixels) in enumerate(zip(frame["emotion"], frame["pixels"], strict=True)):
         row = i + 2  # 1-based, after the header line, as a spreadsheet shows it
         labels[i] = _parse_label(emotion, f"{path}: row {row}")
         images[i] = _parse_pixels(pixels, f"{path}: row {row}")
     usage = frame["Usage"].fillna("").to_numpy(str)
-    unknown = sorted(set(usage) - set(SPLITS))
+    unknown = sorted(str(u) for u in set(usage) - set(SPLITS))  # str: no np.str_ repr
     if unknown:
         raise DataError(f"{path}: unknown Usage value(s) {unknown}; expected one of {SPLITS}")
     return FaceSet(images, labels, usage)
@@ -167,7 +167,7 @@ def clean_training(train: FaceSet, held_out: FaceSet) -> tuple[FaceSet, dict[str
     first: dict[bytes, int] = {}
     conflict: set[bytes] = set()
     dup = np.zeros(len(train), bool)
-    for i, (k, y) in enumerate(zip(keys, train.labels)):
+    for i, (k, y) in enumerate(zip(keys, train.labels, strict=True)):
         if k in first:
             dup[i] = True
             if train.labels[first[k]] != y:

@@ -34,5 +34,53 @@ def fit(data, arch, out, epochs, seed, precision, limit) -> None:
             verbose=1 if sys.stderr.isatty() else 2)
 
 
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="ONNX file to write, e.g. models/NAME.onnx.")
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="FER2013 data for the PublicTest checks [default: the run's own data].")
+@click.option("--tta", type=click.Choice(["auto", "hflip", "none"]), default="auto",
+              show_default=True, help="Fold flip averaging in (auto: only if it helps).")
+@click.option("--card/--no-card", default=True, show_default=True,
+              help="Also write the model card NAME.md and its PNGs next to the model.")
+def export(run, out, data, tta, card) -> None:
+    """Export RUN's best checkpoint to ONNX with calibration and the facevalue contract."""
+    from facevalue.fer2013 import DataError
+    from train.card import write_card
+    from train.export import ExportError
+    from train.export import export as run_export
+
+    try:
+        result = run_export(run, out, data=data, tta=tta)
+    except (ExportError, DataError) as e:
+        raise click.ClickException(str(e)) from e
+    cal = result.calibration
+    click.echo(f"wrote {out}: PublicTest accuracy {result.evaluation.accuracy:.4f} "
+               f"(flips {result.tta}), T {cal.temperature:.3f}, ECE {cal.ece_before:.4f} -> "
+               f"{cal.ece_after:.4f}, parity {result.parity_max_abs:.1e}")
+    if card:
+        click.echo(f"wrote {write_card(run, out, result.evaluation, result.network)}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The ONNX file exported from RUN.")
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="FER2013 data to score PublicTest on [default: the run's own data].")
+def card(run, model, data) -> None:
+    """Rewrite the model card of MODEL (exported from RUN) without exporting again."""
+    from pathlib import Path
+
+    from facevalue.evaluate import evaluate
+    from train.card import write_card
+    from train.export import load_float32
+
+    network, config = load_float32(Path(run))
+    evaluation = evaluate(data or config["data"], "PublicTest", model)
+    click.echo(f"wrote {write_card(run, model, evaluation, network)}")
+
+
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,219 @@
+"""Training, calibration, export and model cards, on a few dozen generated faces.
+
+Calibration is numpy only; the rest needs the [train] extra (TensorFlow, tf2onnx) and is
+marked ``train``. Each network is fitted once per session and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fer_faces import fer_rows, write_fer_csv, write_fer_folder
+
+from facevalue import fer2013
+from facevalue.classify import Classifier
+from facevalue.cli import cli as facevalue_cli
+from facevalue.evaluate import expected_calibration_error
+from train import calibrate
+
+ARCHS = ("fvc2017", "fvnet")
+EXTRA_KEYS = ("facevalue.architecture", "facevalue.train_data_sha256",
+              "facevalue.public_test_accuracy", "facevalue.temperature", "facevalue.tta",
+              "facevalue.version", "facevalue.trained_epochs", "facevalue.ece_before",
+              "facevalue.ece_after", "facevalue.parity_max_abs")
+
+
+def _sample_logits(n: int, temperature: float, seed: int = 0):
+    """Logits, and labels drawn from softmax(logits / temperature)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, 7))
+    probs = calibrate.softmax(logits, temperature)
+    labels = (probs.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    return logits, labels
+
+
+def test_fit_temperature_recovers_the_true_one():
+    logits, labels = _sample_logits(20000, 2.0)
+    assert calibrate.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.05)
+    assert calibrate.fit_temperature(logits / 2.0, labels) == pytest.approx(1.0, rel=0.05)
+
+
+def test_calibrate_lowers_ece_and_keeps_predictions():
+    logits, labels = _sample_logits(5000, 1.0, seed=1)
+    result = calibrate.calibrate(logits * 3, labels)  # an over-confident network
+    assert result.temperature == pytest.approx(3.0, rel=0.1)
+    assert result.ece_after < 0.03 < result.ece_before
+    assert result.ece_after_crossfit < 0.04
+    assert result.nll_after < result.nll_before
+    after = calibrate.softmax(logits * 3, result.temperature)
+    np.testing.assert_array_equal(after.argmax(axis=1), logits.argmax(axis=1))
+    assert result.ece_after == pytest.approx(expected_calibration_error(after, labels))
+
+
+def test_nll_matches_the_definition():
+    logits, labels = _sample_logits(50, 1.0)
+    direct = -np.mean(np.log(calibrate.softmax(logits, 1.5)[np.arange(50), labels]))
+    assert calibrate.nll(logits, labels, 1.5) == pytest.approx(direct)
+    with pytest.raises(ValueError, match="zero faces"):
+        calibrate.fit_temperature(logits[:0], labels[:0])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """42 Training and 21 PublicTest faces as a CSV (and the same faces as folders)."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    root = tmp_path_factory.mktemp("fer")
+    rows = fer_rows(42, 21, seed=5)
+    return rows, write_fer_csv(root / "fer.csv", *rows), write_fer_folder(root / "tree", *rows)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def exported(request, data, tmp_path_factory):
+    """Each architecture fitted for one epoch (fvnet in bf16, as shipped) and exported."""
+    from train.__main__ import cli as train_cli
+    from train.fit import fit
+
+    arch, (_, csv, _) = request.param, data
+    root = tmp_path_factory.mktemp(arch)
+    run = fit(csv, arch, root / "runs" / arch, epochs=1, verbose=0,
+              precision="bf16" if arch == "fvnet" else "fp32")
+    model = root / "models" / f"{arch}.onnx"
+    result = CliRunner().invoke(train_cli, ["export", str(run), "--out", str(model)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return arch, run, model
+
+
+@pytest.mark.train
+def test_export_carries_the_contract(exported, data):
+    arch, run, model = exported
+    _, csv, _ = data
+    classifier = Classifier(model, "cpu")
+    meta = classifier.contract.extra
+    assert classifier.contract.input_size == (48, 48)
+    assert all(key in meta for key in EXTRA_KEYS)
+    assert meta["facevalue.architecture"] == arch
+    assert meta["facevalue.train_data_sha256"] == fer2013.fingerprint(fer2013.load(csv))
+    assert meta["facevalue.trained_epochs"] == "1" and meta["facevalue.tta"] in ("hflip", "none")
+    assert float(meta["facevalue.parity_max_abs"]) <= 1e-5
+    assert (model.parent / "SHA256SUMS").read_text().split() == [classifier.sha256, model.name]
+
+
+@pytest.mark.train
+def test_onnx_agrees_with_keras(exported, data):
+    import keras
+
+    from train import archs
+
+    arch, run, model = exported
+    (images, _, usage), _, _ = data
+    classifier = Classifier(model, "cpu")
+    meta = classifier.contract.extra
+    faces = images[usage == "PublicTest"]
+    x = faces[..., None].astype(np.float32) * np.float32(1 / 255)
+    # The checkpoint's weights in a float32 network (fvnet trained in mixed bf16).
+    network = archs.ARCHS[arch]()
+    network.set_weights(keras.models.load_model(run / "best.keras").get_weights())
+    logits = np.asarray(network(x, training=False), np.float64)
+    if meta["facevalue.tta"] == "hflip":
+        logits = (logits + np.asarray(network(x[:, :, ::-1], training=False), np.float64)) / 2
+    expected = calibrate.softmax(logits, float(meta["facevalue.temperature"]))
+    onnx_probs = classifier.predict(faces[..., None])
+    np.testing.assert_allclose(onnx_probs, expected, atol=1e-5)
+    np.testing.assert_allclose(onnx_probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.train
+def test_evaluate_scores_the_export_in_both_layouts(exported, data):
+    _, _, model = exported
+    _, csv, tree = data
+    accuracy = Classifier(model, "cpu").contract.extra["facevalue.public_test_accuracy"]
+    for source in (csv, tree):
+        result = CliRunner().invoke(facevalue_cli, ["evaluate", str(source), "--model",
+                                                    str(model), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["n"] == 21
+        assert f"{report['accuracy']:.4f}" == accuracy
+
+
+@pytest.mark.train
+def test_card_describes_the_model(exported):
+    arch, run, model = exported
+    card = model.with_suffix(".md").read_text()
+    meta = Classifier(model, "cpu").contract.extra
+    accuracy = float(meta["facevalue.public_test_accuracy"])
+    assert f"Accuracy **{accuracy:.2%}** on 21 faces" in card
+    assert f"--arch {arch} --out runs/{arch}" in card
+    assert f"python -m train export runs/{arch} --out models/{arch}.onnx" in card
+    assert f"T = {float(meta['facevalue.temperature']):.3f}" in card
+    assert "clean_training` kept 42 Training rows" in card
+    for png in (".curves.png", ".confusion.png"):
+        assert model.with_suffix(png).read_bytes()[:4] == b"\x89PNG"
+    if arch == "fvnet":
+        assert "--precision bf16" in card and "batch norm" in card
+    else:
+        assert "max-pool 2x2 → conv 64 3x3 relu" in card
+
+
+@pytest.mark.train
+def test_export_refuses_other_data_and_bad_parity(exported, data, tmp_path, monkeypatch):
+    from train import export
+
+    _, run, _ = exported
+    (images, labels, usage), _, _ = data
+    other = write_fer_csv(tmp_path / "other.csv", images, np.roll(labels, 1), usage)
+    with pytest.raises(export.ExportError, match="not the data set the run was trained on"):
+        export.export(run, tmp_path / "a.onnx", data=other)
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    with pytest.raises(export.ExportError, match="nothing written"):
+        export.export(run, tmp_path / "b.onnx", tta="none")
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.train
+def test_interrupted_fit_resumes(data, tmp_path, monkeypatch):
+    import keras
+
+    from train import fit as fit_module
+
+    _, csv, _ = data
+    run = tmp_path / "run"
+
+    def stop_after_first_epoch(self, epoch, logs=None):
+        with self.path.open("a") as f:
+            f.write(f"{epoch},0.1\n")
+        raise KeyboardInterrupt  # as if the run were killed right after saving the epoch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(csv, "fvc2017", run, epochs=2, verbose=0)
+    assert len((run / "log.csv").read_text().splitlines()) == 2
+    first = keras.models.load_model(run / "last.keras").get_weights()[0]
+    fit_module.fit(csv, "fvc2017", run, epochs=2, verbose=0)
+    log = (run / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1"]
+    assert not np.array_equal(keras.models.load_model(run / "last.keras").get_weights()[0],
+                              first)
+    with pytest.raises(ValueError, match="holds a different run"):
+        fit_module.fit(csv, "fvnet", run, epochs=2, verbose=0)
+
+
+@pytest.mark.train
+def test_facevalue_train_forwards_or_explains(monkeypatch):
+    import importlib.util
+
+    from facevalue import cli as cli_module
+
+    result = CliRunner().invoke(cli_module.cli, ["train", "fit", "--help"])
+    assert result.exit_code == 0, result.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    result = CliRunner().invoke(cli_module.cli, ["train", "fit", "--help"])
+    assert result.exit_code == 1
+    assert "pip install 'facevalue[train]'" in result.output

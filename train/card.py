@@ -1,0 +1,222 @@
+"""Write a Markdown model card next to an exported model, from its run folder and its metadata.
+
+Everything in the card is read from files (config.json, log.csv, epoch_seconds.csv, the ONNX
+metadata) or measured on the exported ONNX file, so a card cannot drift from the model it
+describes. Writes ``<model>.md``, ``<model>.curves.png`` and ``<model>.confusion.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from facevalue.contract import LABELS
+from facevalue.evaluate import ECE_BINS, Evaluation
+from facevalue.plots import plot_confusion, plot_training_curves
+from train import archs
+
+FIT_DEFAULT_SEED = 2017
+
+REMOVED = {
+    "leak_into_test": "exact pixel copies of a PublicTest/PrivateTest face (a leak into the test)",
+    "near_blank": "near-blank images (pixel standard deviation < 1)",
+    "duplicate_copies": "repeated copies of a Training image (one copy kept)",
+    "conflicting_label_rows": "every copy of an image whose copies disagree on the label",
+}
+
+LAYER_NAMES = {"BatchNormalization": "batch norm", "Flatten": "flatten",
+               "GlobalAveragePooling2D": "global average pool"}
+
+# What a reader comparing with the literature should know about an architecture.
+NOTES = {
+    "fvc2017": "The replica keeps the 2017 code's choices: it max-pools the 48x48 input to "
+               "24x24 before the first convolution and trains 10 epochs without augmentation, "
+               "dropout or weight decay. deepface's near-twin convolves the full-resolution "
+               "input and uses dropout, the likeliest reasons it reports more.",
+}
+
+LITERATURE = [
+    ("fvc2017-shape CNNs (deepface's near-twin)", 0.574),
+    ("mini-Xception (the `fer` package)", 0.66),
+    ("best published single network (VGG variant, Khaireddin & Chen 2021)", 0.7328),
+]
+
+
+def describe_hardware(config: dict) -> str:
+    """The run's recorded hardware, else this machine's CPU (export runs where training ran)."""
+    if config.get("hardware"):
+        return str(config["hardware"])
+    model, flags = "unknown CPU", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    bf16 = ", AVX512-BF16" if "avx512_bf16" in flags else ""
+    return f"{os.cpu_count()}-core {model}{bf16}, CPU only"
+
+
+def training_seconds(run: Path) -> list[float]:
+    """Wall-clock seconds of each epoch (training plus validation), from epoch_seconds.csv."""
+    path = run / "epoch_seconds.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [float(row[1]) for row in csv.reader(f) if len(row) == 2]
+
+
+def rebuild_commands(run: Path, model: Path, config: dict) -> str:
+    """The two commands that rebuild this model from the data."""
+    fit = (f"python -m train fit --data {config['data']} --arch {config['arch']} "
+           f"--out runs/{run.name}")
+    if config["epochs"] != archs.RECIPES[config["arch"]].epochs:
+        fit += f" --epochs {config['epochs']}"
+    if config.get("seed", FIT_DEFAULT_SEED) != FIT_DEFAULT_SEED:
+        fit += f" --seed {config['seed']}"
+    if config.get("precision", "fp32") != "fp32":
+        fit += f" --precision {config['precision']}"
+    export = f"python -m train export runs/{run.name} --out models/{model.name}"
+    return f"```sh\n{fit}\n{export}\n```"
+
+
+def _data_section(config: dict) -> list[str]:
+    removed = config.get("removed", {})
+    lines = ["## Data", "",
+             f"FER2013 in Kaggle's CSV layout (`{config['data']}`, sha256 of pixels and labels "
+             f"`{config['data_sha256']}`). Splits as published: Training to fit, PublicTest "
+             f"({config['val_rows']:,} faces) to pick the best epoch, choose test-time flips, "
+             "fit the temperature, and report. Our copy has no PrivateTest rows, so the figures "
+             "below are on the split used for selection: slightly optimistic.", "",
+             f"`clean_training` kept {config['train_rows']:,} Training rows and removed:", "",
+             "| removed | rows |", "|---|---:|"]
+    lines += [f"| {text} | {removed.get(key, 0):,} |" for key, text in REMOVED.items()]
+    return lines
+
+
+def describe_layers(network) -> str:
+    """The network's layers in one line, e.g. ``conv 64 3x3 relu -> max-pool 2x2 -> ...``."""
+    parts = []
+    for layer in network.layers:
+        cfg, kind = layer.get_config(), type(layer).__name__
+        act = f" {cfg['activation']}" if cfg.get("activation", "linear") != "linear" else ""
+        if kind == "Conv2D":
+            parts.append(f"conv {cfg['filters']} {'x'.join(map(str, cfg['kernel_size']))}{act}")
+        elif kind == "Dense":
+            parts.append(f"dense {cfg['units']}{act}")
+        elif kind == "MaxPooling2D":
+            parts.append(f"max-pool {'x'.join(map(str, cfg['pool_size']))}")
+        elif kind == "Dropout":
+            parts.append(f"dropout {cfg['rate']}")
+        elif kind == "Activation":
+            parts.append(cfg["activation"])
+        elif kind != "InputLayer":
+            parts.append(LAYER_NAMES.get(kind, kind))
+    return " → ".join(parts)
+
+
+def _recipe_section(config: dict, network) -> list[str]:
+    doc = (inspect.getdoc(archs.ARCHS[config["arch"]]) or "").replace("\n", " ")
+    recipe = config.get("recipe", {})
+    lines = ["## Architecture and recipe", "",
+             f"`{config['arch']}`, {network.count_params():,} parameters. {doc}", "",
+             f"Layers: {describe_layers(network)} (logits; softmax in the exported graph).",
+             "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in recipe.items()]
+    lines += [f"| epochs run | {config['epochs']} |", f"| seed | {config.get('seed')} |",
+              f"| precision | {config.get('precision', 'fp32')} |"]
+    return lines
+
+
+def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[str]:
+    seconds = training_seconds(run)
+    per_epoch = f", {np.mean(seconds):.0f} s per epoch" if seconds else ""
+    batches = "augmented training" if config.get("recipe", {}).get("augment") else "training"
+    with (run / "log.csv").open(newline="") as f:
+        best = list(csv.DictReader(f))[int(meta["facevalue.best_epoch"]) - 1]
+    return ["## Training", "",
+            f"{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
+            f"{per_epoch} (training and validation) on {describe_hardware(config)}. The best "
+            f"PublicTest accuracy came at epoch {meta['facevalue.best_epoch']}, and that "
+            f"checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} batches, "
+            f"{float(best['val_accuracy']):.1%} on PublicTest.", "",
+            f"![training curves]({curves})"]
+
+
+def _results_section(evaluation: Evaluation, meta: dict, confusion: str) -> list[str]:
+    by_tta = json.loads(meta["facevalue.public_test_accuracy_by_tta"])
+    folded = "folded into the graph" if meta["facevalue.tta"] == "hflip" else "not used"
+    lines = ["## PublicTest results (the exported ONNX file, onnxruntime)", "",
+             f"Accuracy **{evaluation.accuracy:.2%}** on {evaluation.n:,} faces, macro F1 "
+             f"{evaluation.macro_f1:.3f}. Flip averaging: {by_tta['none']:.2%} without, "
+             f"{by_tta['hflip']:.2%} with; {folded}. onnxruntime matches TensorFlow within "
+             f"{meta['facevalue.parity_max_abs']} (max abs, probabilities).", "",
+             "| class | precision | recall | F1 | faces |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+              for c in evaluation.per_class]
+    return lines + ["", f"![confusion matrix]({confusion})"]
+
+
+def _calibration_section(meta: dict) -> list[str]:
+    return ["## Calibration", "",
+            f"One temperature T = {float(meta['facevalue.temperature']):.3f}, fitted on PublicTest "
+            "by minimising the negative log-likelihood, divides the logits in the exported "
+            f"graph (predictions unchanged). Expected calibration error ({ECE_BINS} bins): "
+            f"{meta['facevalue.ece_before']} before, {meta['facevalue.ece_after']} after "
+            f"({meta['facevalue.ece_after_crossfit']} when T is fitted on one half of "
+            "PublicTest and measured on the other)."]
+
+
+def _literature_section(accuracy: float, arch: str) -> list[str]:
+    lines = ["## Compared with the literature", "",
+             "| model | FER2013 test accuracy |", "|---|---:|"]
+    lines += [f"| {name} | {acc:.1%} |" for name, acc in LITERATURE]
+    lines += [f"| **this model** (PublicTest) | **{accuracy:.1%}** |", "",
+              "Published figures are mostly on PrivateTest (or both test splits) of the "
+              "original lossless CSV; ours is on PublicTest of a JPEG-recompressed copy, the "
+              "split also used for selection, so the comparison is indicative only."]
+    return lines + ["", NOTES[arch]] if arch in NOTES else lines
+
+
+def write_card(run: str | Path, model: str | Path, evaluation: Evaluation, network) -> Path:
+    """Write ``<model>.md`` plus its curves and confusion PNGs; return the card's path.
+
+    ``network`` is the Keras model that was exported (for its layers and parameter count).
+    """
+    import onnx
+
+    run, model = Path(run), Path(model)
+    config = json.loads((run / "config.json").read_text())
+    meta = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+    curves, confusion = model.with_suffix(".curves.png"), model.with_suffix(".confusion.png")
+    if (run / "curves.png").exists():
+        shutil.copyfile(run / "curves.png", curves)
+    else:
+        plot_training_curves(run / "log.csv", curves, title=f"{config['arch']} on FER2013")
+    plot_confusion(np.array(evaluation.confusion), LABELS, confusion,
+                   title=f"{model.stem} on PublicTest ({evaluation.accuracy:.1%})")
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    lines = [f"# {model.stem}: FER2013 emotion classifier", "",
+             f"`{model.name}` (sha256 `{sha}`), exported by facevalue "
+             f"{meta['facevalue.version']}: input `image` float32 (N, 48, 48, 1) grayscale, "
+             "pixels / 255; output `probabilities` (N, 7) in the order "
+             f"{', '.join(LABELS)}.", ""]
+    for section in (_data_section(config), _recipe_section(config, network),
+                    _training_section(run, config, meta, curves.name),
+                    _results_section(evaluation, meta, confusion.name),
+                    _calibration_section(meta),
+                    _literature_section(evaluation.accuracy, config["arch"]),
+                    ["## Rebuild", "", rebuild_commands(run, model, config)]):
+        lines += section + [""]
+    card = model.with_suffix(".md")
+    card.write_text("\n".join(lines))
+    return card

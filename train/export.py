@@ -1,0 +1,215 @@
+"""Export a training run to a contract-carrying ONNX classifier that facevalue can score with.
+
+The exported graph is ``softmax(mean(logits(x), logits(flip(x))) / T)``: the architectures
+output logits, so flip averaging (kept only when it helps on PublicTest) and the fitted
+temperature are folded in here, and the scorer needs no TensorFlow and no post-processing.
+A file is written only when onnxruntime reproduces the TensorFlow function on real PublicTest
+faces within ``PARITY_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+
+import facevalue
+from facevalue import fer2013
+from facevalue.classify import SUMS_FILE, to_input
+from facevalue.contract import LABELS, Contract
+from facevalue.evaluate import Evaluation, score
+from train import archs, calibrate
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-5
+TTA_CHOICES = ("auto", "hflip", "none")
+# What every exported graph takes and returns (see serving_function and train.data.to_inputs).
+CONTRACT = Contract(LABELS, (48, 48), "grayscale", "NHWC", 1 / 255, 0.0, "probabilities", {})
+
+
+class ExportError(RuntimeError):
+    """Raised when a run cannot be exported faithfully; nothing is written."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export measured and wrote."""
+
+    path: Path
+    evaluation: Evaluation  # the written ONNX model on PublicTest
+    network: keras.Model  # the float32 Keras model it was exported from
+    accuracy_by_tta: dict[str, float]  # Keras logits, without and with flip averaging
+    tta: str
+    calibration: calibrate.Calibration
+    parity_max_abs: float
+    metadata: dict[str, str]
+
+
+def load_float32(run: Path) -> tuple[keras.Model, dict]:
+    """The run's best checkpoint rebuilt in float32, and the run's config.
+
+    Runs may train in mixed bf16; the weights are float32 either way, so building the
+    architecture under the float32 policy and copying them gives a full-precision graph.
+    """
+    config_path, best = run / "config.json", run / "best.keras"
+    if not config_path.is_file() or not best.is_file():
+        raise ExportError(f"{run}: not a finished run (needs config.json and best.keras)")
+    config = json.loads(config_path.read_text())
+    trained = keras.models.load_model(best, compile=False)
+    model = archs.ARCHS[config["arch"]]()
+    model.set_weights(trained.get_weights())
+    return model, config
+
+
+def public_test(data: str | Path, config: dict) -> fer2013.FaceSet:
+    """PublicTest faces of ``data``, refusing data other than what the run trained on."""
+    faces = fer2013.load(data)
+    if fer2013.fingerprint(faces) != config["data_sha256"]:
+        raise ExportError(f"{data} is not the data set the run was trained on "
+                          f"(sha256 differs from config.json's {config['data_sha256'][:12]}...)")
+    val = faces.split("PublicTest")
+    if len(val) == 0:
+        raise ExportError(f"{data}: no PublicTest rows to check and calibrate on")
+    return val
+
+
+def serving_function(model: keras.Model, temperature: float, tta: str):
+    """The graph to export: image (N,48,48,1) float32 -> probabilities (N,7)."""
+    spec = tf.TensorSpec((None, 48, 48, 1), tf.float32, name="image")
+
+    @tf.function(input_signature=[spec])
+    def serve(image):
+        logits = model(image, training=False)
+        if tta == "hflip":
+            logits = (logits + model(tf.reverse(image, axis=[2]), training=False)) / 2.0
+        return {"probabilities": tf.nn.softmax(logits / temperature, axis=-1)}
+
+    return serve
+
+
+def choose_tta(model: keras.Model, x: np.ndarray, labels: np.ndarray,
+               tta: str) -> tuple[str, np.ndarray, dict[str, float]]:
+    """Measure PublicTest accuracy with and without flip averaging; keep flips if they help."""
+    plain = model.predict(x, batch_size=512, verbose=0)
+    flipped = model.predict(x[:, :, ::-1], batch_size=512, verbose=0)
+    logits = {"none": plain, "hflip": (plain + flipped) / 2.0}
+    accuracy = {k: float(np.mean(v.argmax(axis=1) == labels)) for k, v in logits.items()}
+    if tta == "auto":
+        tta = "hflip" if accuracy["hflip"] > accuracy["none"] else "none"
+    log.info("PublicTest accuracy without flips %.4f, with flips %.4f: using %s",
+             accuracy["none"], accuracy["hflip"], tta)
+    return tta, logits[tta], accuracy
+
+
+def convert(serve) -> onnx.ModelProto:
+    """tf2onnx at opset 17; the batch dimension is named ``N``."""
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                             opset=OPSET)
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    if [i.name for i in proto.graph.input] != ["image"] or \
+            [o.name for o in proto.graph.output] != ["probabilities"]:
+        raise ExportError("tf2onnx did not keep the input/output names image/probabilities")
+    return proto
+
+
+def write_atomic(proto: onnx.ModelProto, out: Path) -> str:
+    """Write next to ``out`` and rename, so a reader never sees half a model; return sha256."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_checksum(out: Path, digest: str) -> None:
+    """Put ``out``'s sha256 into ``SHA256SUMS`` beside it: facevalue refuses unlisted models."""
+    sums = out.parent / SUMS_FILE
+    lines = sums.read_text().splitlines() if sums.exists() else []
+    kept = [line for line in lines if line.split()[-1:] != [out.name]]
+    sums.write_text("\n".join(sorted([*kept, f"{digest}  {out.name}"])) + "\n")
+
+
+def check_parity(proto: onnx.ModelProto, serve, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """Max |onnxruntime - TensorFlow| over all inputs, and onnxruntime's probabilities."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    batches = range(0, len(x), 512)
+    onnx_probs = np.concatenate([session.run(None, {"image": x[i:i + 512]})[0] for i in batches])
+    tf_probs = np.concatenate([serve(tf.constant(x[i:i + 512]))["probabilities"].numpy()
+                               for i in batches])
+    return float(np.abs(onnx_probs - tf_probs).max()), onnx_probs
+
+
+def metadata(run: Path, config: dict, accuracy: float, tta: str,
+             cal: calibrate.Calibration, parity: float,
+             accuracy_by_tta: dict[str, float]) -> dict[str, str]:
+    """The contract plus what a reader of a result table may want to know about the model."""
+    with (run / "log.csv").open(newline="") as f:
+        val_accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(f)]
+    extra = {
+        "facevalue.architecture": config["arch"],
+        "facevalue.train_data_sha256": config["data_sha256"],
+        "facevalue.public_test_accuracy": f"{accuracy:.4f}",
+        "facevalue.public_test_accuracy_by_tta": json.dumps(
+            {k: round(v, 4) for k, v in accuracy_by_tta.items()}),
+        "facevalue.temperature": f"{cal.temperature:.4f}",
+        "facevalue.tta": tta,
+        "facevalue.version": facevalue.__version__,
+        "facevalue.trained_epochs": str(len(val_accuracy)),
+        "facevalue.best_epoch": str(1 + int(np.argmax(val_accuracy))),
+        "facevalue.train_precision": config.get("precision", "fp32"),
+        "facevalue.ece_before": f"{cal.ece_before:.4f}",
+        "facevalue.ece_after": f"{cal.ece_after:.4f}",
+        "facevalue.ece_after_crossfit": f"{cal.ece_after_crossfit:.4f}",
+        "facevalue.parity_max_abs": f"{parity:.2e}",
+    }
+    return dataclasses.replace(CONTRACT, extra=extra).to_metadata()
+
+
+def export(run: str | Path, out: str | Path, data: str | Path | None = None,
+           tta: str = "auto") -> Exported:
+    """Export ``run``'s best checkpoint to ``out``; see the module docstring for the graph."""
+    run, out = Path(run), Path(out)
+    if tta not in TTA_CHOICES:
+        raise ExportError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
+    model, config = load_float32(run)
+    val = public_test(data or config["data"], config)
+    # The very tensor facevalue's scorer builds, so the accuracy below is the one it will see.
+    x = to_input(val.images[..., None], CONTRACT)
+    tta, logits, accuracy_by_tta = choose_tta(model, x, val.labels, tta)
+    cal = calibrate.calibrate(logits, val.labels)
+    log.info("temperature %.3f: ECE %.4f -> %.4f (cross-fitted %.4f)", cal.temperature,
+             cal.ece_before, cal.ece_after, cal.ece_after_crossfit)
+    serve = serving_function(model, cal.temperature, tta)
+    proto = convert(serve)
+    parity, probs = check_parity(proto, serve, x)
+    if not parity <= PARITY_TOLERANCE:
+        raise ExportError(f"onnxruntime differs from TensorFlow by {parity:.2e} on PublicTest "
+                          f"(limit {PARITY_TOLERANCE:.0e}); nothing written")
+    evaluation = score(probs, val.labels, model=str(out), split="PublicTest")
+    meta = metadata(run, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
+    onnx.helper.set_model_props(proto, meta)
+    record_checksum(out, write_atomic(proto, out))
+    log.info("wrote %s: PublicTest accuracy %.4f, parity %.1e", out, evaluation.accuracy, parity)
+    return Exported(out, evaluation, model, accuracy_by_tta, tta, cal, parity,
+                    meta)
