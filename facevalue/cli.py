@@ -127,6 +127,58 @@ def _summarize(faces: pd.DataFrame, out: str, companies: str) -> None:
 # --- end score and info ---
 
 
+@cli.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--split", type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
+              default="PublicTest", show_default=True, help="FER2013 Usage split to score.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX classifier [default: the shipped default model].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also write the confusion matrix to this PNG.")
+def evaluate(data: str, split: str, model: str | None, batch_size: int, as_json: bool,
+             plot: str | None) -> None:
+    """Score a classifier on labelled FER2013 faces (CSV or image folders): accuracy, F1, ECE."""
+    import json
+
+    from facevalue.classify import ModelError
+    from facevalue.evaluate import evaluate as run_evaluate
+    from facevalue.evaluate import format_report
+    from facevalue.fer2013 import DataError
+
+    try:
+        result = run_evaluate(data, split=split, model=model, batch_size=batch_size)
+    except (DataError, ModelError) as e:
+        raise click.ClickException(str(e)) from e
+    if plot:
+        from facevalue.contract import LABELS
+        from facevalue.plots import plot_confusion
+
+        plot_confusion(result.confusion, LABELS, plot,
+                       title=f"{split}: accuracy {result.accuracy:.1%}")
+    click.echo(json.dumps(result.to_dict()) if as_json else format_report(result))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args: tuple[str, ...]) -> None:
+    """Fit or export a model: forwards ARGS to `python -m train` (`facevalue train fit --help`).
+
+    Needs TensorFlow: `pip install 'facevalue[train]'`, in a source checkout (the train/
+    package is not in the wheel).
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise click.ClickException("training needs TensorFlow and tf2onnx: "
+                                   "pip install 'facevalue[train]'")
+    raise SystemExit(subprocess.call([sys.executable, "-m", "train", *args]))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()
