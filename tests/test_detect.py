@@ -145,7 +145,7 @@ def test_crop_shapes_and_dtypes(mode: str, channels: int) -> None:
 def test_crop_is_the_square_around_the_box_in_rgb_order() -> None:
     image = np.zeros((200, 200, 3), np.uint8)
     image[50:150, 50:150] = (255, 0, 0)  # BGR blue square
-    (crop,) = crop_faces(image, [Box(50, 50, 100, 100, 1.0)], (20, 20), "rgb", scale=1.0)
+    (crop,) = crop_faces(image, [Box(50, 50, 100, 100, 1.0)], (20, 20), "rgb", 1.0, 0.0)
     assert (crop[..., 2] == 255).all() and (crop[..., :2] == 0).all()
 
 
