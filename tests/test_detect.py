@@ -19,6 +19,8 @@ from facevalue.detect import (
     crop_faces,
     default_model_path,
     ssd_anchors,
+    tile_starts,
+    tiles,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +100,25 @@ def test_face_filling_the_photo_is_found(detector: FaceDetector) -> None:
     tight = read("navy/grace_hopper.jpg")[y - 10:y + h + 10, x - 10:x + w + 10]
     (face,) = detector.detect(tight)
     assert face.area > 0.5 * tight.shape[0] * tight.shape[1]
+
+
+def test_small_face_in_a_wide_photo_is_found_on_tiles(detector: FaceDetector) -> None:
+    grace = read("navy/grace_hopper.jpg")  # face 200 px: 8% of a 2560 px wide photo
+    wide = np.full((1920, 2560, 3), 128, np.uint8)
+    wide[1000:1600, 1800:2312] = grace
+    (face,) = detector.detect(wide)
+    x, y, w, h = FACES["navy/grace_hopper.jpg"]
+    assert iou(face, (x + 1800, y + 1000, w, h)) > 0.6
+    assert FaceDetector(threads=1, tiles=False).detect(wide) == []
+
+
+def test_tiles_cover_the_photo_with_overlap() -> None:
+    assert tile_starts(100, 100) == [0]
+    assert tile_starts(1000, 500) == [0, 250, 500]
+    assert tile_starts(750, 500) == [0, 250]
+    image = np.zeros((750, 1000), np.uint8)
+    views = list(tiles(image))
+    assert len(views) == 6 and all(v.shape == (500, 500) for _, _, v in views)
 
 
 def test_detector_name_pickle_and_repeatability(detector: FaceDetector) -> None:
