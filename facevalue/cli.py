@@ -7,6 +7,7 @@ at once.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -95,15 +96,14 @@ class _Progress:
     """A progress bar on stderr, shown only when it is a terminal and not --quiet."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and click.get_text_stream("stderr").isatty()
+        self.enabled = enabled and sys.stderr.isatty()
         self.bar: Any = None
 
     def __call__(self, finished: int, total: int) -> None:
         if not self.enabled:
             return
         if self.bar is None:
-            stderr = click.get_text_stream("stderr")
-            self.bar = click.progressbar(length=total, label="scoring", file=stderr)
+            self.bar = click.progressbar(length=total, label="scoring", file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(finished - self.bar.pos)
 

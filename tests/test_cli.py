@@ -99,7 +99,7 @@ class FakeTerminal(io.StringIO):
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, terminal: bool,
                                          quiet: bool, shown: bool) -> None:
     stream = FakeTerminal() if terminal else io.StringIO()
-    monkeypatch.setattr(click, "get_text_stream", lambda name: stream)
+    monkeypatch.setattr(sys, "stderr", stream)
     with _Progress(enabled=not quiet) as progress:
         progress(2, 4)
         progress(4, 4)
