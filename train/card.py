@@ -116,7 +116,7 @@ def describe_layers(network) -> str:
         elif kind == "MaxPooling2D":
             parts.append(f"max-pool {'x'.join(map(str, cfg['pool_size']))}")
         elif kind == "Dropout":
-            parts.append(f"dropout {cfg['rate']}")
+            parts.append(f"dropout {cfg['rate']:.2g}")
         elif kind == "Activation":
             parts.append(cfg["activation"])
         elif kind != "InputLayer":
@@ -125,7 +125,7 @@ def describe_layers(network) -> str:
 
 
 def _recipe_section(config: dict, network) -> list[str]:
-    doc = (inspect.getdoc(archs.ARCHS[config["arch"]]) or "").replace("\n", " ")
+    doc = " ".join((inspect.getdoc(archs.ARCHS[config["arch"]]) or "").split())
     recipe = config.get("recipe", {})
     lines = ["## Architecture and recipe", "",
              f"`{config['arch']}`, {network.count_params():,} parameters. {doc}", "",

@@ -28,7 +28,7 @@ from facevalue import fer2013
 from facevalue.classify import SUMS_FILE, to_input
 from facevalue.contract import LABELS, Contract
 from facevalue.evaluate import Evaluation, score
-from train import archs, calibrate
+from train import calibrate
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,30 @@ class Exported:
     metadata: dict[str, str]
 
 
+def _float32_policies(node):
+    """A Keras config with every layer's dtype policy (e.g. mixed_bfloat16) set to float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy":
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_policies(value) for value in node]
+    return node
+
+
 def load_float32(run: Path) -> tuple[keras.Model, dict]:
     """The run's best checkpoint rebuilt in float32, and the run's config.
 
-    Runs may train in mixed bf16; the weights are float32 either way, so building the
-    architecture under the float32 policy and copying them gives a full-precision graph.
+    Runs may train in mixed bf16; the weights are float32 either way, so rebuilding the
+    checkpoint's own architecture (not today's code in archs.py, which may have moved on)
+    under float32 policies and copying the weights gives a full-precision graph.
     """
     config_path, best = run / "config.json", run / "best.keras"
     if not config_path.is_file() or not best.is_file():
         raise ExportError(f"{run}: not a finished run (needs config.json and best.keras)")
     config = json.loads(config_path.read_text())
     trained = keras.models.load_model(best, compile=False)
-    model = archs.ARCHS[config["arch"]]()
+    model = type(trained).from_config(_float32_policies(trained.get_config()))
     model.set_weights(trained.get_weights())
     return model, config
 
