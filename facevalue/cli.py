@@ -128,6 +128,32 @@ def _summarize(faces: pd.DataFrame, out: str, companies: str) -> None:
 
 
 @cli.command()
+@click.argument("scores", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (self-contained; opens from disk).")
+@click.option("--photos", type=click.Path(exists=True, file_okay=False),
+              help="The folder that was scored; without it the report has no thumbnails.")
+@click.option("--companies", type=click.Path(exists=True, dir_okay=False),
+              help="Per-company table [default: <stem>.companies.parquet next to SCORES].")
+@click.option("--max-faces", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Face thumbnails shown per company.")
+@click.option("--max-review", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Photos shown in each review list (failed, several faces).")
+def report(scores: str, out: str, photos: str | None, companies: str | None,
+           max_faces: int, max_review: int) -> None:
+    """Write an HTML page to check a scoring run by eye: counts, faces, failures, plots."""
+    from facevalue.report import ReportError, build_report
+
+    try:
+        made = build_report(scores, out, photos=photos, companies=companies,
+                            max_faces=max_faces, max_review=max_review)
+    except ReportError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {made.path} ({made.size / 1e6:.1f} MB): {made.photos} photos, "
+               f"{made.faces} faces, {made.thumbnails} thumbnails")
+
+
+@cli.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--split", type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
               default="PublicTest", show_default=True, help="FER2013 Usage split to score.")

@@ -7,12 +7,18 @@ inside each function, so scoring never pays for it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
+
+# One colour per FER2013 class (tab10 hues), shared by the plots and the HTML report's bars.
+EMOTION_COLORS = {"anger": "#d62728", "disgust": "#8c564b", "fear": "#9467bd",
+                  "happiness": "#ff7f0e", "sadness": "#1f77b4", "surprise": "#17becf",
+                  "neutral": "#7f7f7f"}
 
 
 def _pyplot():
@@ -65,3 +71,35 @@ def plot_confusion(matrix: np.ndarray, labels: list[str] | tuple[str, ...],
         fig.savefig(out_png)
         plt.close(fig)
     return Path(out_png)
+
+
+def plot_emotion_distributions(companies: pd.DataFrame, out_png: str | Path | BinaryIO,
+                               title: str = "") -> str | Path | BinaryIO:
+    """Each emotion's mean probability across companies: a box per emotion, a dot per company.
+
+    A box and a dot per company read well for three companies and for three thousand, which
+    per-emotion histograms do not. ``out_png`` may be a path or a binary file object (the
+    report embeds the PNG without touching the disk).
+    """
+    plt = _pyplot()
+    labels = [label for label in EMOTION_COLORS if label in companies.columns]
+    values = [companies[label].dropna().to_numpy(float) for label in labels]
+    rng = np.random.default_rng(0)  # fixed jitter: the same table draws the same picture
+    with plt.rc_context({**STYLE, "axes.grid.axis": "y"}):
+        fig, ax = plt.subplots(figsize=(9, 3.3))
+        many = len(companies) > 50  # then dots become a cloud and the box must stay visible
+        for i, (label, column) in enumerate(zip(labels, values, strict=True)):
+            jitter = rng.uniform(-0.2, 0.2, len(column))
+            ax.scatter(i + jitter, column, s=6 if many else 28, alpha=0.35 if many else 0.8,
+                       color=EMOTION_COLORS[label], edgecolors="none", zorder=2 if many else 4)
+        ax.boxplot(values, positions=range(len(labels)), widths=0.55, showfliers=False,
+                   zorder=3, boxprops={"linewidth": 1.2}, whiskerprops={"linewidth": 1.2},
+                   medianprops={"color": "black", "linewidth": 2})
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("mean probability per company")
+        ax.set_title(title or f"Emotions across {len(companies)} companies")
+        fig.tight_layout()
+        fig.savefig(out_png, format="png")
+        plt.close(fig)
+    return out_png
