@@ -114,8 +114,9 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     faces, meta = read_scores(scores)
     table = read_companies(scores, companies, faces)
     root = Path(photos) if photos is not None else None
-    shown = faces[faces["status"].eq("ok") & faces["face"].notna()]
-    shown = shown.groupby("company", sort=False).head(max_faces)
+    shown = faces[faces["status"].eq(aggregate.OK) & has_box(faces)]
+    # main faces first, so a capped strip shows many photos rather than one group photo
+    shown = shown.sort_values("face", kind="stable").groupby("company", sort=False).head(max_faces)
     unscored, multi = review_rows(faces)
     face_thumbs, photo_thumbs = make_thumbnails(
         faces, shown, pd.concat([unscored.head(max_review), multi.head(max_review)]), root)
@@ -131,7 +132,7 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     size = write_atomic(Path(out), render(context))
     n_thumbs = sum(t.uri is not None for t in [*face_thumbs.values(), *photo_thumbs.values()])
     log.debug("report: %d photos, %d thumbnails, %.1f MB", context["summary"]["photos"],
-             n_thumbs, size / 1e6)
+              n_thumbs, size / 1e6)
     return Report(Path(out), size, context["summary"]["photos"], context["summary"]["faces"],
                   n_thumbs)
 
@@ -170,9 +171,12 @@ def read_companies(scores: Path, companies: str | Path | None,
     path = Path(companies) if companies else default_companies_path(scores)
     if path.is_file():
         try:
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
         except (OSError, pa.ArrowException) as e:
             raise ReportError(f"cannot read companies table {path}: {e}") from e
+        if "company" not in table:
+            raise ReportError(f"{path} is not a facevalue companies table (no company column)")
+        return table
     if companies:
         raise ReportError(f"companies table {path} does not exist")
     log.warning("no %s; per-company scores are recomputed from the per-face rows", path.name)
@@ -205,6 +209,11 @@ def review_rows(faces: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return unscored, multi
 
 
+def has_box(faces: pd.DataFrame) -> pd.Series:
+    """Rows with a face and its whole box: only those can be cropped or drawn."""
+    return faces[["face", "x", "y", "w", "h"]].notna().all(axis=1)
+
+
 def make_thumbnails(faces: pd.DataFrame, shown: pd.DataFrame, review: pd.DataFrame,
                     root: Path | None) -> tuple[dict[Any, Thumb], dict[str, Thumb]]:
     """Face crops (keyed by row index) and whole-photo views (keyed by path).
@@ -220,7 +229,7 @@ def make_thumbnails(faces: pd.DataFrame, shown: pd.DataFrame, review: pd.DataFra
         crops.setdefault(row["path"], []).append((index, row))
     views = set(review["path"])
     boxes: dict[str, list[dict[str, Any]]] = {}
-    for row in faces[faces["path"].isin(views) & faces["face"].notna()].to_dict("records"):
+    for row in faces[faces["path"].isin(views) & has_box(faces)].to_dict("records"):
         boxes.setdefault(row["path"], []).append(row)
     for path in sorted(crops.keys() | views):
         image, why = read_photo(root, path)

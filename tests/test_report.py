@@ -162,15 +162,21 @@ def test_company_bar_weights_years_by_faces():
     assert means["A"]["happiness"] == pytest.approx(0.5) and "B" not in means
 
 
-def test_face_thumbnails_are_capped_per_company(tmp_path):
+def test_face_thumbnails_are_capped_per_company_main_faces_first(tmp_path):
     photos = tmp_path / "p"
-    rows = []
-    for i in range(5):
+    group = [(10, 10, 40, 40), (60, 10, 30, 30), (60, 60, 25, 25)]
+    photo(photos / "Big/group.jpg", (120, 120), group)
+    rows = [row("Big/group.jpg", "Big", box=box, face=i, faces_in_photo=3)
+            for i, box in enumerate(group)]
+    for i in range(4):
         photo(photos / f"Big/{i}.jpg", (120, 120), [(30, 30, 60, 60)])
         rows.append(row(f"Big/{i}.jpg", "Big", box=(30, 30, 60, 60)))
     scores = write_scores(tmp_path / "s.parquet", rows)
-    html = build_report(scores, tmp_path / "r.html", photos=photos, max_faces=2).path.read_text()
-    assert len(images(html)) == 2 and "3 more faces not shown" in html
+    html = build_report(scores, tmp_path / "r.html", photos=photos, max_faces=3,
+                        max_review=0).path.read_text()
+    assert len(images(html)) == 3 and "4 more faces not shown" in html
+    assert 'title="Big/group.jpg · face 0"' in html and "group.jpg · face 1" not in html
+    assert "1 more not shown" in html  # the group photo, left out of the review list
 
 
 def test_crop_follows_exif_orientation(run):
