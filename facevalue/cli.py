@@ -6,6 +6,7 @@ at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ import click
 from facevalue import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
 
@@ -34,8 +37,15 @@ device_option = click.option(
     help="auto uses CUDA when onnxruntime-gpu can, else CPU; cuda fails if it cannot.")
 
 
+def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """PHOTOS: an existing folder, or a URI (s3://, gs://, file://) for --engine ray."""
+    if "://" in value:
+        return value
+    return str(click.Path(exists=True, file_okay=False).convert(value, param, ctx))
+
+
 @cli.command()
-@click.argument("photos", type=click.Path(exists=True, file_okay=False))
+@click.argument("photos", callback=_photos_location)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Per-face Parquet file to write.")
 @click.option("--companies", type=click.Path(dir_okay=False),
@@ -53,25 +63,47 @@ device_option = click.option(
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads per onnxruntime session [default: all cores].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary or info messages.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data on a local Ray or a cluster (pip install 'facevalue[ray]'); "
+                   "PHOTOS and outputs may then be URIs (s3://, gs://), --threads is per actor.")
+@click.option("--ray-address", metavar="ADDR",
+              help="Ray cluster to join with --engine ray (host:port, auto) "
+                   "[default: $RAY_ADDRESS, else start a local Ray].")
 def score(photos: str, out: str, companies: str | None, manifest: str | None,
           model: str | None, device: str, faces: str, batch_size: int, max_pixels: float,
-          threads: int | None, quiet: bool) -> None:
+          threads: int | None, quiet: bool, engine: str, ray_address: str | None) -> None:
     """Score the faces in every photo under PHOTOS into per-face and per-company Parquet."""
-    from facevalue.pipeline import USER_ERRORS, default_companies_path, score_folder
+    from facevalue.pipeline import default_companies_path
 
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
     arguments = click.get_current_context().params
+    score_folder, user_errors = _engine(engine, ray_address, photos)
     with _Progress(enabled=not quiet) as progress:
         try:
             result = score_folder(photos, out, companies=companies, manifest=manifest,
                                   model=model, device=device, faces=faces, batch_size=batch_size,
                                   max_pixels=round(max_pixels * 1e6), threads=threads,
                                   progress=progress, arguments=arguments)
-        except USER_ERRORS as e:
+        except user_errors as e:
             raise click.ClickException(str(e)) from e
     if not quiet:
         _summarize(result.faces, out, companies or str(default_companies_path(out)))
+
+
+def _engine(engine: str, ray_address: str | None, photos: str
+            ) -> tuple[Callable[..., Any], tuple[type[Exception], ...]]:
+    """The scoring function for --engine, and the errors it reports as plain messages."""
+    from facevalue.pipeline import USER_ERRORS, score_folder
+
+    if engine == "local":
+        if ray_address or "://" in photos:
+            raise click.UsageError("--ray-address and URI photo folders need --engine ray")
+        return score_folder, USER_ERRORS
+    from facevalue.ray_engine import EngineError, RayOptions, score_folder_ray
+
+    return (functools.partial(score_folder_ray, ray_options=RayOptions(ray_address)),
+            (*USER_ERRORS, EngineError))
 
 
 @cli.command()

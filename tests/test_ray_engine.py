@@ -1,0 +1,188 @@
+"""The Ray engine: the local engine's tables from Ray Data, and no Ray on the local path.
+
+Tests marked ``ray`` share one local Ray (2 CPUs) started once per session and skip only
+where Ray is not installed; the others check what must hold without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from images import SAMPLE_PHOTOS, bad_inputs
+
+from facevalue import discover, score_folder
+from facevalue.classify import DeviceError
+from facevalue.cli import cli
+from facevalue.decode import DecodeError
+from facevalue.pipeline import Scores
+from facevalue.ray_engine import (
+    RayOptions,
+    default_companies_path,
+    list_photos,
+    read_photo,
+    score_folder_ray,
+    write_table,
+)
+from facevalue.write import read_metadata
+
+MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[Any]:
+    """One local Ray for every test that needs it (starting Ray takes seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sample portraits, every awkward file from ``bad_inputs``, and files to skip."""
+    root = tmp_path_factory.mktemp("corpus") / "photos"
+    shutil.copytree(SAMPLE_PHOTOS, root)
+    bad_inputs(root)
+    (root / "acme" / "notes.txt").write_text("not a photo")
+    (root / "acme" / "._grace.jpg").write_bytes(b"macOS resource fork")
+    (root / ".Trashes").mkdir()
+    shutil.copy(SAMPLE_PHOTOS / "navy" / "grace_hopper.jpg", root / ".Trashes" / "old.jpg")
+    return root
+
+
+def assert_same(local: Scores, ray: Scores, local_out: Path, ray_out: Path) -> None:
+    """Same frames row for row (Ray keeps discovery order too), same files and metadata."""
+    pd.testing.assert_frame_equal(local.faces, ray.faces)
+    pd.testing.assert_frame_equal(local.companies, ray.companies)
+    for ours, theirs in ((local_out, ray_out),
+                         (Path(default_companies_path(local_out)),
+                          Path(default_companies_path(ray_out)))):
+        pd.testing.assert_frame_equal(pd.read_parquet(ours), pd.read_parquet(theirs))
+        assert pq.read_schema(ours).remove_metadata() == pq.read_schema(theirs).remove_metadata()
+        local_meta, ray_meta = read_metadata(ours), read_metadata(theirs)
+        for key in ("facevalue.version", "facevalue.model", "facevalue.model_sha256",
+                    "facevalue.detector"):
+            assert local_meta[key] == ray_meta[key]
+    assert not list(ray_out.parent.glob(".*.tmp"))  # temporary files renamed or removed
+
+
+@pytest.mark.ray
+def test_ray_tables_equal_local_with_every_bad_input(local_ray: Any, corpus: Path,
+                                                      tiny_model: Path, tmp_path: Path) -> None:
+    settings = {"model": tiny_model, "device": "cpu", "faces": "all"}
+    local = score_folder(corpus, tmp_path / "local.parquet", **settings)
+    ray = score_folder_ray(corpus, tmp_path / "ray.parquet", **settings)
+    assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    statuses = set(ray.faces["status"])
+    assert {"ok", "no_face", "empty", "unreadable", "too_large"} <= statuses
+    assert (ray.faces["path"] == "acme/two_faces.jpg").sum() == 2
+    assert not ray.faces["path"].str.contains("Trashes|notes|\\._").any()
+    assert json.loads(ray.faces.attrs["facevalue.arguments"])["engine"] == "ray"
+
+
+@pytest.mark.ray
+def test_split_plan_with_uris_and_manifest_equals_local(local_ray: Any, corpus: Path,
+                                                        tiny_model: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(MANIFEST.read_text() + "nasa/gone.jpg,nasa,009902,NASAX,1992,Nobody\n")
+    settings = {"manifest": manifest, "model": tiny_model, "device": "cpu", "batch_size": 3}
+    local = score_folder(corpus, tmp_path / "local.parquet", **settings)
+    # CPU actors find faces and ship them to classifier actors, as on a GPU cluster.
+    ray = score_folder_ray(corpus.as_uri(), (tmp_path / "new" / "ray.parquet").as_uri(),
+                           ray_options=RayOptions(split=True), **settings)
+    assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "new" / "ray.parquet")
+    assert {"ok", "no_face", "missing", "unlisted"} == set(ray.faces["status"])
+    assert ray.companies["gvkey"].tolist() == ["009902", "009901"]
+
+
+@pytest.mark.ray
+def test_cli_engine_ray(local_ray: Any, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    result = CliRunner().invoke(cli, [
+        "score", str(SAMPLE_PHOTOS), "--out", str(out), "--manifest", str(MANIFEST),
+        "--model", str(tiny_model), "--device", "cpu", "--engine", "ray"],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "3 photos (2 ok, 1 no_face), 2 faces scored" in result.output
+    local = score_folder(SAMPLE_PHOTOS, manifest=MANIFEST, model=tiny_model, device="cpu")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), local.faces)
+    arguments = json.loads(read_metadata(out)["facevalue.arguments"])
+    assert arguments["engine"] == "ray" and arguments["ray_address"] is None
+
+
+@pytest.mark.ray
+def test_cuda_on_a_cluster_without_gpus_is_refused(local_ray: Any, tiny_model: Path) -> None:
+    with pytest.raises(DeviceError, match="the Ray cluster has no GPUs"):
+        score_folder_ray(SAMPLE_PHOTOS, model=tiny_model, device="cuda")
+
+
+def test_without_ray_the_cli_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                 tiny_model: Path, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    result = CliRunner().invoke(cli, ["score", str(SAMPLE_PHOTOS), "--engine", "ray", "--out",
+                                      str(tmp_path / "s.parquet"), "--model", str(tiny_model)])
+    assert result.exit_code == 1
+    assert "pip install 'facevalue[ray]'" in result.output
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_local_engine_refuses_ray_only_arguments(tmp_path: Path) -> None:
+    for args in (["--ray-address", "auto"], []):
+        photos = str(SAMPLE_PHOTOS) if args else "s3://bucket/photos"
+        result = CliRunner().invoke(cli, ["score", photos, "--out", str(tmp_path / "s.parquet"),
+                                          *args])
+        assert result.exit_code == 2 and "need --engine ray" in result.output
+
+
+def test_local_path_never_imports_ray() -> None:
+    code = ("import sys, facevalue, facevalue.pipeline, facevalue.cli, facevalue.ray_engine; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_listing_through_pyarrow_matches_discovery(corpus: Path) -> None:
+    expected = discover.find_photos(corpus)
+    assert "acme/empty.jpg" in expected and not any(".Trashes" in p for p in expected)
+    assert list_photos(str(corpus)) == expected
+    assert list_photos(corpus.as_uri()) == expected
+
+
+def test_read_photo_statuses(corpus: Path) -> None:
+    import pyarrow.fs as pafs
+
+    fs = pafs.LocalFileSystem()
+    assert read_photo(fs, str(corpus / "nasa" / "astronaut.jpg")).startswith(b"\xff\xd8")
+    for name, status in (("acme/empty.jpg", "empty"), ("acme/gone.jpg", "unreadable")):
+        with pytest.raises(DecodeError) as caught:
+            read_photo(fs, str(corpus / name))
+        assert caught.value.status == status
+
+
+def test_default_companies_path_for_paths_and_uris() -> None:
+    assert default_companies_path("out/s.parquet") == "out/s.companies.parquet"
+    assert default_companies_path("s.parquet") == "s.companies.parquet"
+    assert default_companies_path("s3://b/run/s.parquet") == "s3://b/run/s.companies.parquet"
+
+
+def test_write_table_to_a_uri(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"a": [1, 2]}).replace_schema_metadata({"facevalue.version": "x"})
+    target = tmp_path / "deep" / "t.parquet"
+    write_table(table, target.as_uri())
+    assert pq.read_table(target).equals(table)
+    assert read_metadata(target) == {"facevalue.version": "x"}
+    assert [p.name for p in target.parent.iterdir()] == ["t.parquet"]
