@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -144,17 +145,27 @@ def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
         table = run(ray, job, found, ray_options, schema, progress)
     face_frame = table.to_pandas()
     company_frame = aggregate.companies(face_frame, ids)
-    if companies is None and out is not None:
-        companies = default_companies_path(out)
-    if out is not None:
-        write_table(table, str(out))
-    if companies is not None:
-        company_schema = write.company_schema(company_frame.columns, meta)
-        write_table(pa.Table.from_pandas(company_frame, company_schema, preserve_index=False),
-                    str(companies))
+    write_outputs(table, company_frame, meta, out, companies)
     face_frame.attrs.update(meta)
     company_frame.attrs.update(meta)
     return Scores(face_frame, company_frame)
+
+
+def write_outputs(faces: pa.Table, companies_frame: pd.DataFrame, meta: Mapping[str, str],
+                  out: str | Path | None, companies: str | Path | None) -> None:
+    """Write the per-face table to ``out`` and the per-company one to ``companies``.
+
+    As locally: ``companies`` defaults to ``<stem>.companies.parquet`` beside ``out``, and
+    ``companies`` alone writes only the per-company table.
+    """
+    if companies is None and out is not None:
+        companies = default_companies_path(out)
+    if out is not None:
+        write_table(faces, str(out))
+    if companies is not None:
+        schema = write.company_schema(companies_frame.columns, meta)
+        write_table(pa.Table.from_pandas(companies_frame[schema.names], schema,
+                                         preserve_index=False), str(companies))
 
 
 # --- where things are: local paths and pyarrow filesystem URIs ---
@@ -210,8 +221,9 @@ def read_photo(fs: pafs.FileSystem, path: str) -> bytes:
         with fs.open_input_stream(path) as stream:
             data = stream.read()
     except OSError as e:
-        raise decode.DecodeError(decode.UNREADABLE,
-                                 f"cannot read file: {e.strerror or e}") from e
+        # pyarrow's own text names the path; the errno's text matches the local engine's.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise decode.DecodeError(decode.UNREADABLE, f"cannot read file: {reason}") from e
     if not data:
         raise decode.DecodeError(decode.EMPTY, "file is empty (0 bytes)")
     return data

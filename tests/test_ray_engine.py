@@ -24,7 +24,7 @@ from images import SAMPLE_PHOTOS, bad_inputs
 from facevalue import discover, score_folder
 from facevalue.classify import DeviceError
 from facevalue.cli import cli
-from facevalue.decode import DecodeError
+from facevalue.decode import DecodeError, read_bytes
 from facevalue.pipeline import Scores
 from facevalue.ray_engine import (
     RayOptions,
@@ -169,6 +169,9 @@ def test_read_photo_statuses(corpus: Path) -> None:
         with pytest.raises(DecodeError) as caught:
             read_photo(fs, str(corpus / name))
         assert caught.value.status == status
+        with pytest.raises(DecodeError) as local:
+            read_bytes(corpus / name)
+        assert str(caught.value) == str(local.value)  # the same error text as locally
 
 
 def test_default_companies_path_for_paths_and_uris() -> None:
