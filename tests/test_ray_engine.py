@@ -82,8 +82,12 @@ def test_ray_tables_equal_local_with_every_bad_input(local_ray: Any, corpus: Pat
                                                       tiny_model: Path, tmp_path: Path) -> None:
     settings = {"model": tiny_model, "device": "cpu", "faces": "all"}
     local = score_folder(corpus, tmp_path / "local.parquet", **settings)
-    ray = score_folder_ray(corpus, tmp_path / "ray.parquet", **settings)
+    calls: list[tuple[int, int]] = []
+    ray = score_folder_ray(corpus, tmp_path / "ray.parquet", **settings,
+                           progress=lambda done, total: calls.append((done, total)))
     assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    photos = local.faces["path"].nunique()
+    assert calls[-1] == (photos, photos) and calls == sorted(calls)
     statuses = set(ray.faces["status"])
     assert {"ok", "no_face", "empty", "unreadable", "too_large"} <= statuses
     assert (ray.faces["path"] == "acme/two_faces.jpg").sum() == 2
