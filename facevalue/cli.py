@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,7 +19,7 @@ from facevalue import __version__
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pandas as pd
+    from facevalue.pipeline import Summary
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +62,11 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--max-pixels", type=click.FloatRange(min=0.01), default=100, show_default=True,
               help="Refuse images larger than this many megapixels (status too_large).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads per onnxruntime session [default: all cores].")
+              help="CPU threads per onnxruntime session [default: cores / (workers + 1), "
+                   "at least 1].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Threads that read, decode and detect [default: all cores]; the output "
+                   "is the same for any number.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary or info messages.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: Ray Data on a local Ray or a cluster (pip install 'facevalue[ray]'); "
@@ -71,39 +76,50 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
                    "[default: $RAY_ADDRESS, else start a local Ray].")
 def score(photos: str, out: str, companies: str | None, manifest: str | None,
           model: str | None, device: str, faces: str, batch_size: int, max_pixels: float,
-          threads: int | None, quiet: bool, engine: str, ray_address: str | None) -> None:
-    """Score the faces in every photo under PHOTOS into per-face and per-company Parquet."""
-    from facevalue.pipeline import default_companies_path
+          threads: int | None, workers: int | None, quiet: bool, engine: str,
+          ray_address: str | None) -> None:
+    """Score the faces in every photo under PHOTOS into per-face and per-company Parquet.
 
+    Results are saved beside --out as they are made: the same command run again after an
+    interruption, or after photos were added, scores only the photos not yet scored.
+    """
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
     arguments = click.get_current_context().params
-    score_folder, user_errors = _engine(engine, ray_address, photos)
+    score_folder, user_errors = _engine(engine, ray_address, photos, workers)
     with _Progress(enabled=not quiet) as progress:
         try:
-            result = score_folder(photos, out, companies=companies, manifest=manifest,
-                                  model=model, device=device, faces=faces, batch_size=batch_size,
-                                  max_pixels=round(max_pixels * 1e6), threads=threads,
-                                  progress=progress, arguments=arguments)
+            summary = score_folder(photos, out, companies=companies, manifest=manifest,
+                                   model=model, device=device, faces=faces,
+                                   batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
+                                   threads=threads, progress=progress, arguments=arguments)
         except user_errors as e:
             raise click.ClickException(str(e)) from e
     if not quiet:
-        _summarize(result.faces, out, companies or str(default_companies_path(out)))
+        _summarize(summary)
 
 
-def _engine(engine: str, ray_address: str | None, photos: str
-            ) -> tuple[Callable[..., Any], tuple[type[Exception], ...]]:
+def _engine(engine: str, ray_address: str | None, photos: str, workers: int | None
+            ) -> tuple[Callable[..., Summary], tuple[type[Exception], ...]]:
     """The scoring function for --engine, and the errors it reports as plain messages."""
-    from facevalue.pipeline import USER_ERRORS, score_folder
+    from facevalue.pipeline import USER_ERRORS, write_scores
 
     if engine == "local":
         if ray_address or "://" in photos:
             raise click.UsageError("--ray-address and URI photo folders need --engine ray")
-        return score_folder, USER_ERRORS
+        return functools.partial(write_scores, workers=workers), USER_ERRORS
+    if workers is not None:
+        raise click.UsageError("--workers is for --engine local (Ray runs an actor per core)")
     from facevalue.ray_engine import EngineError, RayOptions, score_folder_ray
 
-    return (functools.partial(score_folder_ray, ray_options=RayOptions(ray_address)),
-            (*USER_ERRORS, EngineError))
+    def ray(photos: str, out: str, **kwargs: Any) -> Summary:
+        from facevalue.pipeline import default_companies_path, summarize
+
+        started = time.perf_counter()
+        scores = score_folder_ray(photos, out, ray_options=RayOptions(ray_address), **kwargs)
+        companies = kwargs["companies"] or default_companies_path(out)
+        return summarize(scores.faces, out, companies, time.perf_counter() - started)
+    return ray, (*USER_ERRORS, EngineError)
 
 
 @cli.command()
@@ -125,19 +141,22 @@ def info(model: str | None, device: str) -> None:
 
 
 class _Progress:
-    """A progress bar on stderr, shown only when it is a terminal and not --quiet."""
+    """A progress bar on stderr with photos/s and ETA, only on a terminal and not --quiet."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self.bar: Any = None
+        self.started = time.perf_counter()
 
     def __call__(self, finished: int, total: int) -> None:
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label="scoring", file=sys.stderr)
+            self.bar = click.progressbar(length=total, label="scoring", file=sys.stderr,
+                                         item_show_func=lambda rate: rate)
             self.bar.__enter__()
-        self.bar.update(finished - self.bar.pos)
+        rate = finished / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(finished - self.bar.pos, f"{rate:,.0f} photos/s")
 
     def __enter__(self) -> _Progress:
         return self
@@ -147,15 +166,14 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _summarize(faces: pd.DataFrame, out: str, companies: str) -> None:
-    """One line on stderr: photos per status, faces scored, files written."""
-    from facevalue.aggregate import status_counts
-
-    counts = status_counts(faces)
-    found = int((faces["status"] == "ok").sum())
-    details = ", ".join(f"{n} {status}" for status, n in counts.items())
-    click.echo(f"{sum(counts.values())} photos ({details}), {found} faces scored -> "
-               f"{out}, {companies}", err=True)
+def _summarize(summary: Summary) -> None:
+    """One line on stderr: photos per status, faces, time, reused results, files written."""
+    details = ", ".join(f"{n} {status}" for status, n in summary.statuses.items())
+    seconds = summary.seconds
+    reused = f", {summary.reused} reused from an earlier run" if summary.reused else ""
+    click.echo(f"{summary.photos} photos ({details}), {summary.faces} faces scored in "
+               f"{seconds:.1f} s ({summary.photos / max(seconds, 1e-9):,.0f} photos/s{reused})"
+               f" -> {summary.out}, {summary.companies}", err=True)
 # --- end score and info ---
 
 

@@ -13,7 +13,7 @@ from images import SAMPLE_PHOTOS, bad_inputs, encode, portrait
 from facevalue import score_folder
 from facevalue.classify import Classifier
 from facevalue.contract import LABELS
-from facevalue.detect import Box, FaceDetector
+from facevalue.detect import Box, FaceDetector, crop_faces
 from facevalue.discover import Photo
 from facevalue.pipeline import (
     ERROR,
@@ -183,10 +183,11 @@ def test_interrupted_run_leaves_no_output(tmp_path: Path, tiny_model: Path,
     def explode(*args: object, **kwargs: object) -> list[dict[str, object]]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "classify_chunk", explode)
+    monkeypatch.setattr(pipeline, "classify_results", explode)
     with pytest.raises(KeyboardInterrupt):
         score_folder(SAMPLE_PHOTOS, tmp_path / "s.parquet", model=tiny_model, device="cpu")
-    assert list(tmp_path.iterdir()) == []
+    # only the hidden saved-results folder, for the next run to resume from
+    assert [p.name for p in tmp_path.iterdir()] == [".s.facevalue-state"]
 
 
 def test_without_out_nothing_is_written_unless_companies(tmp_path: Path,
@@ -203,3 +204,18 @@ def test_options_are_validated() -> None:
         Options(faces="some")
     with pytest.raises(ValueError, match="must be positive"):
         Options(batch_size=0)
+
+
+def test_small_faces_are_cropped_from_a_larger_decode(detector: FaceDetector,
+                                                      tiny_model: Path) -> None:
+    # A portrait a fifth of a 3000 px photo: detected on a 1/4-scale decode, where its crop
+    # would be under MIN_CROP_SIDE pixels, so it is cropped from a 1/2-scale decode instead.
+    canvas = np.full((1800, 3000, 3), 90, np.uint8)
+    canvas[600:1200, 1200:1712] = portrait()
+    contract = Classifier(tiny_model, device="cpu").contract
+    item = find_faces(Photo("x/p.jpg", "x"), "/", detector, contract, data=encode(canvas))
+    assert item.status == "ok" and item.seconds["decode"] > 0
+    box = item.boxes[0]  # in original pixels
+    assert 1200 < box.x < 1712 and 600 < box.y < 1200
+    full = crop_faces(canvas, [box], (48, 48), "grayscale")
+    assert np.abs(item.crops.astype(int) - full).mean() < 8  # the same face, the same crop

@@ -1,0 +1,180 @@
+"""Saved per-photo results beside the output, so a killed run resumes and a grown collection
+scores only its new photos.
+
+The state of ``scores.parquet`` is ``.scores.facevalue-state/results.sqlite`` in the same
+folder. One SQLite database, two tables:
+
+- ``files``: a photo's path (relative to the photo folder), size and modification time ->
+  the sha256 of its bytes. An unchanged file is found here without being read again.
+- ``results``: (photo sha256, setup) -> what scoring found: status, error, faces in the
+  photo, and each kept face's box, detector score and probabilities. ``setup`` hashes the
+  model's sha256, the detector, the options that change results and the facevalue version,
+  so another model or option misses and the photo is scored again.
+
+Each chunk of photos is saved in one transaction once it is scored. A run killed at any
+moment (even ``kill -9``) loses at most the chunks in flight: SQLite rolls back a torn
+transaction, and the output files are always rebuilt from the photo list plus these results,
+so every photo is in them exactly once. While a run holds the database, SQLite's exclusive
+lock keeps a second run from writing the same output; the operating system drops the lock
+when the process dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from facevalue.contract import LABELS
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "results.sqlite"
+SCHEMA_VERSION = 1
+# Per face: x, y, w, h (original pixels), detector score, then the class probabilities, all
+# stored as float64, which holds the int32 boxes and float32 scores exactly.
+BOX_COLUMNS = 5
+FACE_COLUMNS = BOX_COLUMNS + len(LABELS)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    sha256 TEXT NOT NULL, setup TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
+    faces_in_photo INTEGER, faces BLOB NOT NULL,
+    PRIMARY KEY (sha256, setup)) WITHOUT ROWID;
+"""
+LOOKUP = """
+SELECT r.status, r.error, r.faces_in_photo, r.faces, r.sha256 FROM files AS f
+JOIN results AS r ON r.sha256 = f.sha256 AND r.setup = ?
+WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ?
+"""
+
+
+class StateError(RuntimeError):
+    """The saved state cannot be used: another run holds it, or it is damaged."""
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """What scoring found in one photo, apart from which photo it is: what the state saves.
+
+    ``faces`` is float64 ``(n, 5 + classes)``: x, y, w, h, detector score, probabilities.
+    """
+
+    status: str
+    error: str | None = None
+    faces_in_photo: int | None = None
+    sha256: str | None = None
+    faces: np.ndarray = field(default_factory=lambda: np.zeros((0, FACE_COLUMNS)))
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """A photo file as last seen: its relative path, size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def state_folder(out: str | Path) -> Path:
+    """``scores.parquet`` -> ``.scores.facevalue-state/`` in the same folder."""
+    out = Path(out)
+    return out.with_name(f".{out.stem}.facevalue-state")
+
+
+def file_key(root: Path, path: str) -> FileKey | None:
+    """The photo's key from ``stat``; None when the file cannot be stat'ed."""
+    try:
+        stat = os.stat(root / path)
+    except OSError:
+        return None
+    return FileKey(path, stat.st_size, stat.st_mtime_ns)
+
+
+class SavedResults:
+    """The state database of one output, held (locked) from opening to ``close``."""
+
+    def __init__(self, folder: str | Path, setup: str) -> None:
+        self.folder = Path(folder)
+        self.setup = setup
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = _connect(self.folder / STATE_FILE)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e):
+                raise StateError(f"another facevalue run is writing this output (its state "
+                                 f"{self.folder} is locked); wait for it to finish") from e
+            raise StateError(f"{self.folder}: cannot open the saved results ({e})") from e
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
+                             "the folder to score every photo again") from e
+
+    def lookup(self, key: FileKey) -> PhotoResult | None:
+        """The saved result for this file under this setup, or None."""
+        row = self.db.execute(LOOKUP, (self.setup, key.path, key.size, key.mtime_ns)).fetchone()
+        if row is None:
+            return None
+        status, error, faces_in_photo, faces, sha256 = row
+        return PhotoResult(status, error, faces_in_photo, sha256,
+                           np.frombuffer(faces, np.float64).reshape(-1, FACE_COLUMNS))
+
+    def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
+        """Save scored photos in one transaction (all or none survive a crash)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                [(k.path, k.size, k.mtime_ns, r.sha256) for k, r in entries])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
+                  _faces_blob(r.faces)) for _, r in entries])
+
+    def close(self) -> None:
+        """Release the lock (the database and its write-ahead log stay for the next run)."""
+        self.db.close()
+
+    def __enter__(self) -> SavedResults:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open, lock and if new create the database.
+
+    EXCLUSIVE locking mode keeps the lock from the first write until the connection closes;
+    set before WAL mode, SQLite then needs no shared-memory file. ``synchronous=NORMAL`` in
+    WAL mode survives a killed process (only a power cut may lose the last transactions).
+    """
+    db = sqlite3.connect(path, timeout=1.0)
+    try:
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        with db:
+            db.execute("BEGIN EXCLUSIVE")  # take the lock now, not at the first save
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"schema version {version}, not {SCHEMA_VERSION}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def _faces_blob(faces: np.ndarray) -> bytes:
+    return np.ascontiguousarray(faces, np.float64).tobytes()
+

@@ -1,0 +1,178 @@
+"""Resumable and incremental runs: kill -9 anywhere, run again, get the uninterrupted tables;
+add photos, run again, score only those."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import build_tiny_model
+from images import bad_inputs, encode, portrait
+from test_workers import varied_portraits
+
+from facevalue.pipeline import Options, setup_key, write_scores
+from facevalue.state import (
+    FileKey,
+    PhotoResult,
+    SavedResults,
+    StateError,
+    state_folder,
+)
+
+# Scores in a child process that reports each finished chunk and then dawdles, so the test
+# can kill it at a chosen point while its worker threads are busy with the next chunk.
+CHILD = """
+import sys, time
+from facevalue.pipeline import write_scores
+
+def report(done, total):
+    print(done, flush=True)
+    time.sleep(0.1)
+
+summary = write_scores(sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu",
+                       workers=2, chunk_size=3, progress=report)
+print("reused", summary.reused, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    bad_inputs(folder)
+    varied_portraits(folder, 13)
+    return folder  # 24 photos
+
+
+def score(photos: Path, out: Path, model: Path, **options: object) -> object:
+    return write_scores(photos, out, model=model, device="cpu", chunk_size=3, **options)
+
+
+def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (pd.read_parquet(out),
+            pd.read_parquet(out.with_name(f"{out.stem}.companies.parquet")))
+
+
+def kill_after(done: int, photos: Path, out: Path, model: Path) -> None:
+    """Start the child, SIGKILL it once it has reported ``done`` photos finished."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(photos), str(out), str(model)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.strip().isdigit() and int(line) >= done:
+            child.send_signal(signal.SIGKILL)
+            break
+    assert child.wait(timeout=60) == -signal.SIGKILL
+
+
+def test_killed_runs_resume_to_the_uninterrupted_tables(photos: Path, tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    reference = tmp_path / "reference" / "s.parquet"
+    score(photos, reference, tiny_model)
+    out = tmp_path / "killed" / "s.parquet"
+    # killed after the first chunk, then (resumed) midway, then (resumed) after the last one,
+    # before the tables are complete
+    for done in (3, 12, 24):
+        kill_after(done, photos, out, tiny_model)
+        assert not out.exists()  # a killed run never leaves a half-written table
+    resumed = score(photos, out, tiny_model)
+    assert (resumed.scored, resumed.reused) == (1, 23)  # only the empty file has no result
+    for ours, theirs in zip(tables(out), tables(reference), strict=True):
+        pd.testing.assert_frame_equal(ours, theirs)  # every photo once, same rows, same order
+    assert not list(out.parent.glob(".*.tmp"))  # the killed runs' temporary files are gone
+
+
+def test_only_added_photos_are_scored(photos: Path, tiny_model: Path, tmp_path: Path) -> None:
+    grown = tmp_path / "photos"
+    varied_portraits(grown, 10)
+    out = tmp_path / "s.parquet"
+    assert score(grown, out, tiny_model).scored == 10
+    for i in range(3):
+        (grown / "new" / f"n{i}.jpg").parent.mkdir(exist_ok=True)
+        (grown / "new" / f"n{i}.jpg").write_bytes(encode(np.roll(portrait(), 7 * i, axis=0)))
+    again = score(grown, out, tiny_model)
+    assert (again.scored, again.reused, again.photos) == (3, 10, 13)
+    fresh = tmp_path / "fresh.parquet"
+    score(grown, fresh, tiny_model)
+    for ours, theirs in zip(tables(out), tables(fresh), strict=True):
+        pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_changed_files_and_other_models_are_scored_again(tiny_model: Path,
+                                                         tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    varied_portraits(folder, 4)
+    out = tmp_path / "s.parquet"
+    score(folder, out, tiny_model)
+    changed = folder / "firm0" / "p00.jpg"
+    changed.write_bytes(encode(cv2.flip(portrait(), 0)))
+    assert score(folder, out, tiny_model).scored == 1
+    other = build_tiny_model(tmp_path / "other.onnx", seed=1)
+    rescored = score(folder, out, other)
+    assert (rescored.scored, rescored.reused) == (4, 0)
+    assert score(folder, out, tiny_model, faces="all").scored == 4  # options count too
+    assert score(folder, out, tiny_model).reused == 4  # earlier results stay saved
+
+
+def test_a_second_run_on_the_same_output_is_refused(photos: Path, tiny_model: Path,
+                                                    tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    with SavedResults(state_folder(out), "any"):
+        with pytest.raises(StateError, match="another facevalue run is writing"):
+            score(photos, out, tiny_model)
+    assert score(photos, out, tiny_model).photos == 24  # the lock went with the first holder
+
+
+def test_damaged_state_says_how_to_recover(photos: Path, tiny_model: Path,
+                                           tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    state_folder(out).mkdir()
+    (state_folder(out) / "results.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(StateError, match="delete the folder"):
+        score(photos, out, tiny_model)
+
+
+def test_saved_results_round_trip_exactly(tmp_path: Path) -> None:
+    faces = np.array([[10, 20, 30, 40, np.float32(0.91)] + list(
+        np.float32([0.1, 0.2, 0.05, 0.3, 0.15, 0.1, 0.1]))], np.float64)
+    entries = [(FileKey("a/x.jpg", 100, 7), PhotoResult("ok", None, 2, "ab" * 32, faces)),
+               (FileKey("a/y.jpg", 5, 8), PhotoResult("no_face", None, 0, "cd" * 32))]
+    with SavedResults(tmp_path / "state", "setup-1") as saved:
+        saved.save(entries)
+    with SavedResults(tmp_path / "state", "setup-1") as saved:
+        found = saved.lookup(FileKey("a/x.jpg", 100, 7))
+        assert found is not None and np.array_equal(found.faces, faces)
+        assert found.faces_in_photo == 2 and found.sha256 == "ab" * 32
+        empty = saved.lookup(FileKey("a/y.jpg", 5, 8))
+        assert empty is not None and empty.status == "no_face" and empty.faces.shape[0] == 0
+        assert saved.lookup(FileKey("a/x.jpg", 100, 9)) is None  # touched since
+    with SavedResults(tmp_path / "state", "setup-2") as saved:
+        assert saved.lookup(FileKey("a/x.jpg", 100, 7)) is None  # another model or options
+
+
+def test_setup_key_follows_what_changes_results() -> None:
+    base = setup_key("m" * 64, "blazeface@1", Options())
+    assert base == setup_key("m" * 64, "blazeface@1", Options(batch_size=7, chunk_size=9))
+    assert base != setup_key("n" * 64, "blazeface@1", Options())
+    assert base != setup_key("m" * 64, "blazeface@2", Options())
+    assert base != setup_key("m" * 64, "blazeface@1", Options(max_pixels=10))
+
+
+def test_stale_temporary_files_are_removed(photos: Path, tiny_model: Path,
+                                           tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    stale = tmp_path / ".s.parquet.0123456789ab.tmp"
+    stale.write_bytes(b"left by a killed run")
+    other = tmp_path / ".other.parquet.0123456789ab.tmp"  # another output's: not ours
+    other.write_bytes(b"x")
+    score(photos, out, tiny_model)
+    assert not stale.exists() and other.exists() and out.exists()
+
+
+def test_state_lives_beside_the_output(tmp_path: Path) -> None:
+    assert state_folder(tmp_path / "scores.parquet") == tmp_path / ".scores.facevalue-state"
