@@ -5,8 +5,9 @@ registry, and BlazeFace short-range (Apache-2.0) converts to a 230 kB ONNX file 
 about 2 ms on one CPU core. ``tools/build_detector.py`` rebuilds the shipped file and
 ``bench/detector_choice.md`` holds the measurements behind the choice and the crop.
 
-The model sees the whole photo letterboxed to 128x128, so it finds faces that are at least
-~1/10 of the photo's longer side: right for portraits, not for large group photos.
+The model sees the whole photo letterboxed to 128x128, so it finds faces of at least ~1/9 of
+the photo's longer side, or ~1/16 on tiles when the whole photo shows none: right for
+portraits, not for large group photos.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ NESTED_LIMIT = 0.5
 # the whole frame (tight crops), and finds them once the photo is zoomed out by this margin.
 ZOOM_OUT_MARGIN = 0.3
 # Third look, only when the first two find nothing: tiles of this share of the longer side,
-# so faces down to ~1/20 of the photo are found (the whole-photo look stops near 1/9).
+# so faces down to ~1/16 of the photo are found (the whole-photo look stops near 1/9).
 TILE_SIZE = 0.5
 # FER2013-like crop: a square of CROP_SCALE x the box's longer side, its centre CROP_SHIFT box
 # heights below the box centre (negative: up, to take in the forehead as FER2013 faces do).
