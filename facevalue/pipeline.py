@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 FACES_MODES = ("main", "all")
 ERROR = "error"  # an unexpected failure on one photo; the run goes on (and it is not saved)
 DEFAULT_CHUNK_SIZE = 256
-# Rows are buffered into Parquet row groups of about this many rows (readers like them large).
-ROW_GROUP_ROWS = 16_384
+# Rows are buffered into Parquet row groups of about this many rows: large enough for readers,
+# small enough to keep memory flat (a few MB).
+ROW_GROUP_ROWS = 4096
 # JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least DETECT_SIDE:
 # libjpeg skips most of the work for free, and the detector sees the photo at 128 px (its
 # tiles at 256 px) anyway. 512 px rather than 256: a face a sixth of the photo wide then
@@ -438,6 +439,7 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
                               _counting(progress, len(found)), workers=workers, saved=saved,
                               stats=stats)
         _write_rows(chunks, write.face_schema(ids, meta), out, stats)
+    del chunks, classifier, detector  # hand onnxruntime's buffers back before aggregating
     company_frame = aggregate.companies(_aggregation_columns(out, ids), ids)
     write.write_frame(company_frame, companies,
                       write.company_schema(company_frame.columns, meta))

@@ -1,0 +1,267 @@
+"""The benchmark suite (issue 4): one command builds the corpus, times facevalue against the
+decode-only bound on the same files, and writes the JSON and the table in bench/README.md.
+
+    python bench/run.py --n 1000 --large 100000 --out bench/out/results.json \\
+        --readme bench/README.md
+
+Everything is measured in the same run, so each ratio compares numbers taken minutes apart
+on the same machine (the JSON records the machine, its load and whether a training run was
+going):
+
+- decode-only bound: read and decode every photo on all cores (threads), once with plain
+  ``cv2.imdecode`` at full size and once as facevalue decodes for detection (JPEGs at
+  reduced scale);
+- facevalue end to end (``write_scores`` into a fresh output, in a child process so the peak
+  RSS is the run's own) with 1 worker and with one per core, on the ``jpeg`` mix (portraits
+  512, 1024 and 2048 px wide) and the ``full`` mix (plus ~3000 px, PNG, face-less and broken
+  files): photos/s, faces/s, seconds per stage summed over threads, CPU seconds, peak RSS;
+- the same command again on the same output (nothing new: every result reused);
+- the classifier (``Classifier.predict``) against onnxruntime alone on the same crops;
+- ``--large`` photos (hard links, see corpus.py) for the peak RSS growth from ``--n``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import corpus
+import cv2
+import numpy as np
+
+from facevalue import decode
+from facevalue.classify import Classifier, to_input
+from facevalue.detect import FaceDetector
+from facevalue.discover import Photo, find_photos
+from facevalue.pipeline import DETECT_SIDE, default_workers, find_faces, versions
+
+log = logging.getLogger("bench")
+
+HERE = Path(__file__).resolve().parent
+MODEL = HERE.parent / "models" / "fvc2017.onnx"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+CLASSIFY_FACES = 2048
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on, and how busy it was."""
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    training = subprocess.run(["pgrep", "-f", "train fit"], capture_output=True, text=True)
+    return {"cpu": model, "cores": default_workers(), "load_average": os.getloadavg(),
+            "training_running": bool(training.stdout.strip()),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **versions()}
+
+
+def decode_bound(photos: Path, threads: int) -> dict[str, float]:
+    """Photos/s to read and decode every photo: full size, and as facevalue does."""
+    paths = [photos / p for p in find_photos(photos)]
+
+    def full(path: Path) -> None:
+        try:
+            cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:
+            pass  # the empty file
+
+    def reduced(path: Path) -> None:
+        try:
+            decode.decode(path.read_bytes(), min_side=DETECT_SIDE)
+        except decode.DecodeError:
+            pass  # broken files cost what they cost; the bound counts them as done
+
+    rates = {}
+    for name, work in (("full", full), ("reduced", reduced)):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, paths))
+        rates[f"decode_{name}_photos_s"] = len(paths) / (time.perf_counter() - started)
+    return rates
+
+
+def score_in_child(photos: Path, out: Path, workers: int, model: Path,
+                   fresh: bool = True) -> dict[str, Any]:
+    """Run ``write_scores`` in a child process; its summary, CPU time and peak RSS."""
+    if fresh:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    done = subprocess.run([sys.executable, __file__, "child", str(photos), str(out),
+                           "--workers", str(workers), "--model", str(model)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child(photos: str, out: str, workers: int, model: str) -> None:
+    """The measured run: prints one JSON line."""
+    from facevalue.pipeline import write_scores
+
+    summary = write_scores(photos, out, model=model, device="cpu", workers=workers)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "photos": summary.photos, "faces": summary.faces, "statuses": summary.statuses,
+        "scored": summary.scored, "reused": summary.reused, "workers": summary.workers,
+        "seconds": summary.seconds, "photos_s": summary.photos / summary.seconds,
+        "faces_s": summary.faces / summary.seconds, "stages": summary.stages,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the
+    parent through fork and exec, so a child of a large parent reports the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
+
+
+def classifier_check(photos: Path, model: Path) -> dict[str, float]:
+    """faces/s of Classifier.predict and of onnxruntime alone on the same crops, 1 thread."""
+    classifier = Classifier(model, "cpu", threads=1)
+    detector = FaceDetector(threads=1)
+    crops = []
+    for path in find_photos(photos)[:64]:
+        item = find_faces(Photo(path, ""), photos, detector, classifier.contract)
+        if item.crops is not None:
+            crops.append(item.crops)
+    faces = np.resize(np.concatenate(crops), (CLASSIFY_FACES, *crops[0].shape[1:]))
+    inputs = to_input(faces, classifier.contract)
+    run = classifier.session.run
+    rates = {}
+    for name, work in (("onnxruntime_faces_s", lambda: [
+            run([classifier.output_name], {classifier.input_name: inputs[i:i + 256]})
+            for i in range(0, len(inputs), 256)]),
+            ("classifier_faces_s", lambda: classifier.predict(faces, 256))):
+        work()  # warm up: the first run allocates onnxruntime's buffers
+        started = time.perf_counter()
+        work()
+        rates[name] = CLASSIFY_FACES / (time.perf_counter() - started)
+    rates["classifier_share"] = rates["classifier_faces_s"] / rates["onnxruntime_faces_s"]
+    return rates
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """All measurements of one run."""
+    cores = default_workers()
+    work = args.work
+    results: dict[str, Any] = {"machine": machine(), "n": args.n, "large": args.large,
+                               "model": args.model.name, "runs": {}}
+    runs = results["runs"]
+    for mix in ("jpeg", "full"):
+        built = corpus.build(work / "corpus", args.n, mix)
+        log.info("%s: %d photos from %s", mix, args.n, built.kinds)
+        results[f"bound_{mix}"] = decode_bound(built.photos, cores)
+        for workers in sorted({1, cores}) if mix == "jpeg" else [cores]:
+            name = f"{mix}_{args.n}_w{workers}"
+            runs[name] = score_in_child(built.photos, work / name / "s.parquet", workers,
+                                        args.model)
+            log.info("%s: %.0f photos/s", name, runs[name]["photos_s"])
+    jpeg = corpus.build(work / "corpus", args.n, "jpeg").photos
+    again = f"jpeg_{args.n}_w{cores}"
+    runs[f"{again}_rerun"] = score_in_child(jpeg, work / again / "s.parquet", cores,
+                                            args.model, fresh=False)
+    results["classifier"] = classifier_check(jpeg, args.model)
+    if args.large:
+        large = corpus.build(work / "corpus", args.large, "jpeg").photos
+        name = f"jpeg_{args.large}_w{cores}"
+        runs[name] = score_in_child(large, work / name / "s.parquet", cores, args.model)
+        base = runs[f"jpeg_{args.n}_w{cores}"]["peak_rss_mb"]
+        results["rss_growth"] = runs[name]["peak_rss_mb"] / base - 1
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """The Markdown tables for bench/README.md."""
+    m, runs, n = results["machine"], results["runs"], results["n"]
+    lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB "
+             f"(load average {m['load_average'][0]:.1f} at the start; a training run "
+             f"{'WAS' if m['training_running'] else 'was not'} going), facevalue "
+             f"{m['facevalue']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}, "
+             f"model {results['model']}.", "",
+             "| corpus | what | photos/s | faces/s | of full decode | of reduced decode "
+             "| peak RSS MB |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, run in runs.items():
+        mix, count = name.split("_")[:2]
+        bound = results[f"bound_{mix}"]
+        what = (f"facevalue --workers {run['workers']}"
+                + (" again (nothing new)" if name.endswith("rerun") else ""))
+        if name == f"{mix}_{n}_w1" or (mix == "full" and name.startswith("full")):
+            lines += [f"| {mix} {count} | decode only: OpenCV, full size | "
+                      f"{bound['decode_full_photos_s']:.0f} | | 1.00 | | |",
+                      f"| {mix} {count} | decode only: facevalue's reduced decode | "
+                      f"{bound['decode_reduced_photos_s']:.0f} | | | 1.00 | |"]
+        lines.append(f"| {mix} {count} | {what} | {run['photos_s']:.0f} | {run['faces_s']:.0f} "
+                     f"| {run['photos_s'] / bound['decode_full_photos_s']:.2f} "
+                     f"| {run['photos_s'] / bound['decode_reduced_photos_s']:.2f} "
+                     f"| {run['peak_rss_mb']:.0f} |")
+    lines += ["", "Seconds per stage, summed over threads (the calling thread classifies, "
+              "writes and keeps the state; workers read, decode, detect and crop):", "",
+              "| run | read | decode | detect | crop | classify | write | state | wall "
+              "| CPU |", "|---|" + "---:|" * 9]
+    for name, run in runs.items():
+        stages = " | ".join(f"{run['stages'][s]:.2f}" for s in
+                            ("read", "decode", "detect", "crop", "classify", "write", "state"))
+        lines.append(f"| {name} | {stages} | {run['seconds']:.2f} | {run['cpu_seconds']:.2f} |")
+    c = results["classifier"]
+    lines += ["", f"Classifier on 1 thread: `Classifier.predict` {c['classifier_faces_s']:.0f} "
+              f"faces/s, onnxruntime alone on the same crops {c['onnxruntime_faces_s']:.0f} "
+              f"faces/s ({c['classifier_share']:.0%})."]
+    if results.get("large"):
+        big = runs[f"jpeg_{results['large']}_w{m['cores']}"]
+        small = runs[f"jpeg_{n}_w{m['cores']}"]
+        lines.append(f"Peak RSS: {small['peak_rss_mb']:.0f} MB for {n:,} photos, "
+                     f"{big['peak_rss_mb']:.0f} MB for {results['large']:,} "
+                     f"({results['rss_growth']:+.1%}).")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace the block between the results markers."""
+    content = readme.read_text()
+    head, _, rest = content.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("child", help="one measured scoring run (used by the suite)")
+    run.add_argument("photos")
+    run.add_argument("out")
+    run.add_argument("--workers", type=int, required=True)
+    run.add_argument("--model", required=True)
+    parser.add_argument("--n", type=int, default=1000, help="photos per corpus")
+    parser.add_argument("--large", type=int, default=0,
+                        help="also score this many photos for the memory growth (0: skip)")
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--work", type=Path, default=HERE / "out",
+                        help="corpora and outputs go here")
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "results.json")
+    parser.add_argument("--readme", type=Path, help="write the table into this README")
+    args = parser.parse_args()
+    if args.command == "child":
+        child(args.photos, args.out, args.workers, args.model)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    text = table(results)
+    print(text)
+    if args.readme:
+        update_readme(args.readme, text)
+
+
+if __name__ == "__main__":
+    main()
