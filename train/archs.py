@@ -80,6 +80,6 @@ RECIPES = {
     # The 2017 code: adam at Keras's default rate, batch 125, 10 epochs, no augmentation.
     "fvc2017": Recipe(epochs=10, batch_size=125, learning_rate=1e-3, label_smoothing=0.0,
                       augment=False, schedule="constant", weight_decay=0.0),
-    "fvnet": Recipe(epochs=40, batch_size=64, learning_rate=2e-3, label_smoothing=0.1,
+    "fvnet": Recipe(epochs=45, batch_size=64, learning_rate=2e-3, label_smoothing=0.1,
                     augment=True, schedule="cosine", weight_decay=1e-4),
 }
