@@ -10,8 +10,8 @@ wide, one face each), and times, one after the other:
 - fer as its README shows it: ``FER().detect_emotions(cv2.imread(path))`` on every photo,
   in one process (default Haar detector and TensorFlow Lite classifier; the model is loaded
   and warmed up before the clock starts);
-- facevalue end to end (``write_scores`` in a child process, clock from start to both files
-  written) with 1 worker and with one per core.
+- facevalue end to end with its default model (``write_scores`` in a child process, clock
+  from start to both files written), with 1 worker and with one per core.
 
 It reports photos/s, the ratio, and the faces each found: a portrait holds exactly one.
 """
@@ -28,8 +28,9 @@ from typing import Any
 
 import corpus
 import pyarrow.parquet as pq
-from run import HERE, MODEL, machine, score_in_child
+from run import HERE, machine, score_in_child
 
+from facevalue.classify import default_model
 from facevalue.discover import find_photos
 from facevalue.pipeline import default_workers
 
@@ -78,7 +79,7 @@ def time_fer(python: Path, photos: Path) -> dict[str, Any]:
 
 
 def time_facevalue(photos: Path, out: Path, workers: int) -> dict[str, Any]:
-    result = score_in_child(photos, out, workers, MODEL)
+    result = score_in_child(photos, out, workers, default_model())
     found = pq.read_table(out, columns=["faces_in_photo"]).column(0).to_pylist()
     counts = [n or 0 for n in found]
     result.update(faces_found=sum(counts), photos_with_faces=sum(n > 0 for n in counts),
@@ -98,7 +99,7 @@ def table(results: dict[str, Any]) -> str:
              f"| 1 | {fer['faces']} | {fer['photos_with_faces']} "
              f"| {fer['photos_with_several']} |"]
     for name, run in results["facevalue"].items():
-        lines.append(f"| facevalue {name} | {run['photos_s']:.0f} "
+        lines.append(f"| facevalue {name} ({run['model']}) | {run['photos_s']:.0f} "
                      f"| {run['photos_s'] / fer['photos_s']:.0f}x | {run['faces_found']} "
                      f"| {run['photos_with_faces']} | {run['photos_with_several']} |")
     return "\n".join(lines) + "\n"

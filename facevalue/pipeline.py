@@ -77,6 +77,8 @@ DETECT_SIDE = 512
 # faces-dev faces, crops of 50-70 reduced pixels lost ~2 points of accuracy against crops
 # from the full photo; crops of ~100 pixels lost none.
 MIN_CROP_SIDE = 96
+# Chunks handed to the workers beyond the one being classified, so they never wait for it.
+AHEAD = 2
 STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
 # Errors that are the user's to fix (a bad model, manifest or device, a locked or damaged
 # state); the CLI shows the message.
@@ -314,7 +316,7 @@ def score_photos(photos: Iterable[Photo], root: str | Path, detector: FaceDetect
                  ) -> Iterator[list[dict[str, Any]]]:
     """Score photos chunk by chunk, yielding each chunk's per-face rows in photo order.
 
-    ``workers`` threads find the faces of the next chunk while this thread classifies the
+    ``workers`` threads find the faces of the next chunks while this thread classifies the
     current one; the rows do not depend on ``workers``. With ``saved``, photos it holds are
     not scored again, and new results are saved once their chunk is done.
     """
@@ -326,7 +328,7 @@ def score_photos(photos: Iterable[Photo], root: str | Path, detector: FaceDetect
         while chunk := list(islice(iterator, options.chunk_size)):
             pending.append(_start(chunk, Path(root), detector, classifier.contract, options,
                                   saved, pool, stats))
-            if len(pending) > 1:
+            if len(pending) > AHEAD:
                 yield from _finish(pending.popleft(), classifier, options, saved, stats,
                                    progress)
         while pending:
@@ -342,8 +344,9 @@ def _start(chunk: list[Photo], root: Path, detector: FaceDetector, contract: Con
     since = time.perf_counter()
     # stat before the worker reads: a file changed in between is saved under its old key
     # and so scored again next time, never reused stale.
-    keys = [file_key(root, p.path) if saved and p.status is None else None for p in chunk]
-    found = [saved.lookup(k) if saved and k else None for k in keys]
+    keys = [file_key(root, p.path) if saved is not None and p.status is None else None
+            for p in chunk]
+    found = [saved.lookup(k) if saved is not None and k else None for k in keys]
     stats.charge("state", since)
     futures = [pool.submit(find_faces, photo, root, detector, contract, options)
                for photo, result in zip(chunk, found, strict=True) if result is None]
@@ -392,7 +395,8 @@ def default_workers() -> int:
 def setup_key(model_sha256: str, detector: str, options: Options) -> str:
     """What besides the photo decides its result; saved results are keyed by it."""
     setup = {"facevalue": __version__, "model": model_sha256, "detector": detector,
-             "faces": options.faces, "max_pixels": options.max_pixels}
+             "faces": options.faces, "max_pixels": options.max_pixels,
+             "detect_side": DETECT_SIDE, "min_crop_side": MIN_CROP_SIDE}
     return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
 
 
