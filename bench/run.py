@@ -157,44 +157,62 @@ def classifier_check(photos: Path, model: Path) -> dict[str, float]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """All measurements of one run."""
+    """All measurements of one run; each small one ``--repeat`` times, interleaved, and the
+    median kept (a shared virtual machine's second core comes and goes)."""
     cores, work, n = default_workers(), args.work, args.n
     models = {args.model.stem: args.model, FVC2017.stem: FVC2017}
     results: dict[str, Any] = {"machine": machine(), "n": n, "large": args.large,
-                               "model": args.model.name, "runs": {}, "classifier": {}}
-    runs = results["runs"]
+                               "repeat": args.repeat, "model": args.model.name, "runs": {},
+                               "classifier": {}}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    bounds: dict[str, list[dict[str, float]]] = {"jpeg": [], "full": []}
 
     def score(mix: str, count: int, workers: int, model: Path, rerun: bool = False,
               batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         photos = corpus.build(work / "corpus", count, mix).photos
-        name = f"{mix}_{count}_w{workers}_{model.stem}"
-        out = work / name / "s.parquet"
-        if batch_size != DEFAULT_BATCH_SIZE:
-            name += f"_b{batch_size}"
-        name += "_rerun" if rerun else ""
-        runs[name] = score_in_child(photos, out, workers, model, not rerun, batch_size)
-        log.info("%s: %.0f photos/s", name, runs[name]["photos_s"])
+        name = f"{mix}_{count}_w{workers}_{model.stem}" + (
+            f"_b{batch_size}" if batch_size != DEFAULT_BATCH_SIZE else "")
+        run = score_in_child(photos, work / name / "s.parquet", workers, model, not rerun,
+                             batch_size)
+        samples.setdefault(name + ("_rerun" if rerun else ""), []).append(run)
+        log.info("%s%s: %.0f photos/s", name, " again" if rerun else "", run["photos_s"])
 
-    for mix in ("jpeg", "full"):
-        results[f"bound_{mix}"] = decode_bound(corpus.build(work / "corpus", n, mix).photos,
-                                               cores)
-    for workers in sorted({1, cores}):
-        score("jpeg", n, workers, args.model)
-    for model in models.values():
-        if model != args.model:
-            score("jpeg", n, cores, model)
-    score("jpeg", n, cores, args.model, batch_size=SMALL_BATCH)
-    score("full", n, cores, args.model)
-    score("jpeg", n, cores, args.model, rerun=True)
+    for _ in range(args.repeat):
+        for mix in bounds:
+            bounds[mix].append(decode_bound(corpus.build(work / "corpus", n, mix).photos, cores))
+        for workers in sorted({1, cores}):
+            score("jpeg", n, workers, args.model)
+        score("jpeg", n, cores, args.model, rerun=True)  # on the output just written
+        for model in models.values():
+            if model != args.model:
+                score("jpeg", n, cores, model)
+        score("jpeg", n, cores, args.model, batch_size=SMALL_BATCH)
+        score("full", n, cores, args.model)
     jpeg = corpus.build(work / "corpus", n, "jpeg").photos
     for name, model in models.items():
         results["classifier"][name] = classifier_check(jpeg, model)
     if args.large:
         score("jpeg", args.large, cores, args.model)
-        base = runs[f"jpeg_{n}_w{cores}_{args.model.stem}"]["peak_rss_mb"]
-        peak = runs[f"jpeg_{args.large}_w{cores}_{args.model.stem}"]["peak_rss_mb"]
+    for mix, taken in bounds.items():
+        results[f"bound_{mix}"] = {key: median([b[key] for b in taken]) for key in taken[0]}
+    for name, taken in samples.items():
+        results["runs"][name] = {**median_run(taken),
+                                 "photos_s_all": [run["photos_s"] for run in taken]}
+    if args.large:
+        stem = args.model.stem
+        base = results["runs"][f"jpeg_{n}_w{cores}_{stem}"]["peak_rss_mb"]
+        peak = results["runs"][f"jpeg_{args.large}_w{cores}_{stem}"]["peak_rss_mb"]
         results["rss_growth"] = peak / base - 1
     return results
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median photos/s (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run["photos_s"])[(len(runs) - 1) // 2]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -204,6 +222,8 @@ def table(results: dict[str, Any]) -> str:
              f"(load average {m['load_average'][0]:.1f} at the start; a training run "
              f"{'WAS' if m['training_running'] else 'was not'} going), facevalue "
              f"{m['facevalue']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}.", "",
+             f"Photos/s: the median of {results['repeat']} runs (lowest-highest); the decode "
+             "bounds are medians too. The last two columns divide by the decode bounds.", "",
              "| corpus | what | photos/s | faces/s | of full decode | of reduced decode "
              "| peak RSS MB |", "|---|---|---:|---:|---:|---:|---:|"]
     for mix in ("jpeg", "full"):
@@ -220,7 +240,9 @@ def table(results: dict[str, Any]) -> str:
                     + (f", --batch-size {run['batch_size']}"
                        if run["batch_size"] != DEFAULT_BATCH_SIZE else "")
                     + (", again (nothing new)" if name.endswith("rerun") else ""))
-            lines.append(f"| {mix} {count} | {what} | {run['photos_s']:.0f} "
+            spread = "-".join(f"{r:.0f}" for r in (min(run["photos_s_all"]),
+                                                   max(run["photos_s_all"])))
+            lines.append(f"| {mix} {count} | {what} | {run['photos_s']:.0f} ({spread}) "
                          f"| {run['faces_s']:.0f} "
                          f"| {run['photos_s'] / bound['decode_full_photos_s']:.2f} "
                          f"| {run['photos_s'] / bound['decode_reduced_photos_s']:.2f} "
@@ -267,6 +289,8 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--n", type=int, default=1000, help="photos per corpus")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="times each --n measurement is taken (the median is kept)")
     parser.add_argument("--large", type=int, default=0,
                         help="also score this many photos for the memory growth (0: skip)")
     parser.add_argument("--model", type=Path, default=None,
