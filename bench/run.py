@@ -110,11 +110,14 @@ def score_in_child(photos: Path, out: Path, workers: int, model: Path, fresh: bo
 def child(photos: str, out: str, workers: int, model: str, batch_size: int) -> None:
     """The measured run: prints one JSON line."""
     from facevalue.pipeline import write_scores
+    from facevalue.write import read_metadata
 
     summary = write_scores(photos, out, model=model, device="cpu", workers=workers,
                            batch_size=batch_size)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"model": Path(model).stem, "batch_size": batch_size,
+    sha256 = read_metadata(out)["facevalue.model_sha256"]
+    print(json.dumps({"model": Path(model).stem, "model_sha256": sha256,
+                      "batch_size": batch_size,
         "photos": summary.photos, "faces": summary.faces, "statuses": summary.statuses,
         "scored": summary.scored, "reused": summary.reused, "workers": summary.workers,
         "seconds": summary.seconds, "photos_s": summary.photos / summary.seconds,
@@ -198,6 +201,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, taken in samples.items():
         results["runs"][name] = {**median_run(taken),
                                  "photos_s_all": [run["photos_s"] for run in taken]}
+        if len({run["model_sha256"] for run in taken}) > 1:
+            log.warning("%s: the model file changed during the benchmark; run it again", name)
     if args.large:
         stem = args.model.stem
         base = results["runs"][f"jpeg_{n}_w{cores}_{stem}"]["peak_rss_mb"]
@@ -221,7 +226,9 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB "
              f"(load average {m['load_average'][0]:.1f} at the start; a training run "
              f"{'WAS' if m['training_running'] else 'was not'} going), facevalue "
-             f"{m['facevalue']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}.", "",
+             f"{m['facevalue']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}; models "
+             + ", ".join(sorted({f"{r['model']} (sha256 {r['model_sha256'][:12]})"
+                                 for r in runs.values()})) + ".", "",
              f"Photos/s: the median of {results['repeat']} runs (lowest-highest); the decode "
              "bounds are medians too. The last two columns divide by the decode bounds.", "",
              "| corpus | what | photos/s | faces/s | of full decode | of reduced decode "
