@@ -28,7 +28,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # The first of these found in the shipped models folder is the default classifier.
 DEFAULT_MODELS = ("fvnet.onnx", "fvc2017.onnx")
 SUMS_FILE = "SHA256SUMS"
-DEFAULT_BATCH_SIZE = 256
+# 64 runs as fast as 256 with fvnet and holds half the onnxruntime buffers (bench/README.md).
+DEFAULT_BATCH_SIZE = 64
 # onnxruntime's errors share no base class beyond Exception; these are the load failures.
 ORT_ERRORS = tuple(getattr(ort_state, name) for name in (
     "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",

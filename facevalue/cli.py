@@ -57,7 +57,7 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @device_option
 @click.option("--faces", type=click.Choice(["main", "all"]), default="main", show_default=True,
               help="main: each photo's largest face; all: every face found.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces per classifier call.")
 @click.option("--max-pixels", type=click.FloatRange(min=0.01), default=100, show_default=True,
               help="Refuse images larger than this many megapixels (status too_large).")
