@@ -113,7 +113,8 @@ def _engine(engine: str, ray_address: str | None, photos: str, workers: int | No
     from facevalue.ray_engine import EngineError, RayOptions, score_folder_ray
 
     def ray(photos: str, out: str, **kwargs: Any) -> Summary:
-        from facevalue.pipeline import default_companies_path, summarize
+        from facevalue.pipeline import summarize
+        from facevalue.write import default_companies_path
 
         started = time.perf_counter()
         scores = score_folder_ray(photos, out, ray_options=RayOptions(ray_address), **kwargs)

@@ -434,7 +434,7 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
     meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments)
     ids = discover.id_columns(found)
     out = Path(out)
-    companies = Path(companies) if companies is not None else default_companies_path(out)
+    companies = Path(companies if companies is not None else write.default_companies_path(out))
     stats = RunStats()
     setup = setup_key(classifier.sha256, detector.name, options)
     with SavedResults(state_folder(out), setup) as saved:
@@ -554,8 +554,3 @@ def versions() -> dict[str, str]:
             "opencv": cv2.__version__, "numpy": np.__version__, "pandas": pd.__version__,
             "pyarrow": pa.__version__}
 
-
-def default_companies_path(out: str | Path) -> Path:
-    """``scores.parquet`` -> ``scores.companies.parquet``, in the same folder."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.companies.parquet")

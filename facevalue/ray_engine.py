@@ -159,7 +159,7 @@ def write_outputs(faces: pa.Table, companies_frame: pd.DataFrame, meta: Mapping[
     ``companies`` alone writes only the per-company table.
     """
     if companies is None and out is not None:
-        companies = default_companies_path(out)
+        companies = write.default_companies_path(out)
     if out is not None:
         write_table(faces, str(out))
     if companies is not None:
@@ -228,11 +228,6 @@ def read_photo(fs: pafs.FileSystem, path: str) -> bytes:
         raise decode.DecodeError(decode.EMPTY, "file is empty (0 bytes)")
     return data
 
-
-def default_companies_path(out: str | Path) -> str:
-    """``.../scores.parquet`` -> ``.../scores.companies.parquet``, for paths and URIs alike."""
-    folder, slash, name = str(out).rpartition("/")
-    return f"{folder}{slash}{PurePosixPath(name).stem}.companies.parquet"
 
 
 def write_table(table: pa.Table, uri: str) -> None:

@@ -166,9 +166,7 @@ def read_companies(scores: Path, companies: str | Path | None,
     The scorer's table is preferred: it is what the researcher will regress on. Without it
     (a renamed or copied file) the report still shows counts and mean scores.
     """
-    from facevalue.pipeline import default_companies_path
-
-    path = Path(companies) if companies else default_companies_path(scores)
+    path = Path(companies if companies else write.default_companies_path(scores))
     if path.is_file():
         try:
             table = pd.read_parquet(path)

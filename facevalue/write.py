@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
@@ -131,3 +131,16 @@ def write_frame(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> Non
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     with AtomicParquetWriter(path, schema) as writer:
         writer.write(table)
+
+
+def default_companies_path(out: str | Path) -> str:
+    """``.../scores.parquet`` -> ``.../scores.companies.parquet``, for local paths and URIs.
+
+    The one naming rule for both engines, the CLI's summary and the report.
+    """
+    text = str(out)
+    if "://" not in text:
+        local = Path(text)
+        return str(local.with_name(f"{local.stem}.companies.parquet"))
+    folder, _, name = text.rpartition("/")
+    return f"{folder}/{PurePosixPath(name).stem}.companies.parquet"

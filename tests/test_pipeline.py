@@ -19,11 +19,10 @@ from facevalue.pipeline import (
     ERROR,
     Options,
     classify_chunk,
-    default_companies_path,
     find_faces,
     score_photos,
 )
-from facevalue.write import read_metadata
+from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
 

@@ -28,13 +28,12 @@ from facevalue.decode import DecodeError, read_bytes
 from facevalue.pipeline import Scores
 from facevalue.ray_engine import (
     RayOptions,
-    default_companies_path,
     list_photos,
     read_photo,
     score_folder_ray,
     write_table,
 )
-from facevalue.write import read_metadata
+from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
 
