@@ -204,6 +204,39 @@ def test_interrupted_fit_resumes(data, tmp_path, monkeypatch):
 
 
 @pytest.mark.train
+def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
+    import keras
+
+    from train.__main__ import cli as train_cli
+    from train.card import rebuild_commands
+    from train.fit import RunError, fit
+
+    arch, run, _ = exported
+    _, csv, _ = data
+    if arch == "fvc2017":
+        with pytest.raises(RunError, match="no fine-tuning recipe"):
+            fit(csv, "fvc2017", tmp_path / "ft", init=run, epochs=1, verbose=0)
+        result = CliRunner().invoke(train_cli, ["fit", "--data", str(csv), "--init", str(run),
+                                                "--out", str(tmp_path / "ft")])
+        assert result.exit_code == 1
+        assert f"{run} is a fvc2017 run; --arch is fvnet" in result.output
+        return
+    ft = fit(csv, "fvnet", tmp_path / "fvnet-ft", init=run, epochs=1, verbose=0,
+             precision="bf16")
+    start = keras.models.load_model(run / "best.keras")
+    tuned = keras.models.load_model(ft / "last.keras")
+    # One step at the warm-up rate barely moves the weights: it started from ``run``'s.
+    np.testing.assert_allclose(tuned.get_weights()[0], start.get_weights()[0], atol=0.01)
+    rates = [layer.rate for layer in tuned.layers if isinstance(layer, keras.layers.Dropout)]
+    assert rates == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.25])
+    config = json.loads((ft / "config.json").read_text())
+    commands = rebuild_commands(ft, tmp_path / "fvnet.onnx", config, "none").splitlines()
+    assert commands[1].endswith(f"--out runs/{run.name} --epochs 1 --precision bf16")
+    assert f"--out runs/fvnet-ft --init runs/{run.name} --epochs 1" in commands[2]
+    assert commands[3] == "python -m train export runs/fvnet-ft --out models/fvnet.onnx --tta none"
+
+
+@pytest.mark.train
 def test_facevalue_train_forwards_or_explains(monkeypatch):
     import importlib.util
 

@@ -25,13 +25,20 @@ def cli() -> None:
 @click.option("--seed", type=int, default=2017, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="bf16 mixed precision: about 2x faster on AVX512-BF16 CPUs.")
+@click.option("--init", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Fine-tune from this finished run's best weights (a second, lighter cycle).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
-def fit(data, arch, out, epochs, seed, precision, limit) -> None:
+def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on PublicTest."""
+    from facevalue.fer2013 import DataError
+    from train.fit import RunError
     from train.fit import fit as run_fit
 
-    run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, limit=limit,
-            verbose=1 if sys.stderr.isatty() else 2)
+    try:
+        run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
+                limit=limit, verbose=1 if sys.stderr.isatty() else 2)
+    except (RunError, DataError) as e:
+        raise click.ClickException(str(e)) from e
 
 
 @cli.command()

@@ -87,18 +87,37 @@ def training_seconds(run: Path) -> list[float]:
         return [float(row[1]) for row in csv.reader(f) if len(row) == 2]
 
 
-def rebuild_commands(run: Path, model: Path, config: dict, tta: str) -> str:
-    """The two commands that rebuild this model from the data (``tta``: as exported)."""
+def _fit_command(run: Path, config: dict) -> str:
+    recipes = archs.FINETUNE_RECIPES if config.get("init") else archs.RECIPES
     fit = (f"python -m train fit --data {config['data']} --arch {config['arch']} "
            f"--out runs/{run.name}")
-    if config["epochs"] != archs.RECIPES[config["arch"]].epochs:
+    if config.get("init"):
+        fit += f" --init runs/{Path(config['init']).name}"
+    if config["epochs"] != recipes[config["arch"]].epochs:
         fit += f" --epochs {config['epochs']}"
     if config.get("seed", FIT_DEFAULT_SEED) != FIT_DEFAULT_SEED:
         fit += f" --seed {config['seed']}"
     if config.get("precision", "fp32") != "fp32":
         fit += f" --precision {config['precision']}"
+    return fit
+
+
+def _init_run(config: dict) -> tuple[Path, dict] | None:
+    """The run a fine-tuned run started from, and its config (None for a run from scratch)."""
+    if not config.get("init"):
+        return None
+    init = Path(config["init"])
+    return init, json.loads((init / "config.json").read_text())
+
+
+def rebuild_commands(run: Path, model: Path, config: dict, tta: str) -> str:
+    """The commands that rebuild this model from the data (``tta``: as exported)."""
     export = f"python -m train export runs/{run.name} --out models/{model.name} --tta {tta}"
-    return f"```sh\n{fit}\n{export}\n```"
+    fits = [_fit_command(run, config)]
+    while (parent := _init_run(config)) is not None:
+        run, config = parent
+        fits.insert(0, _fit_command(run, config))
+    return "```sh\n" + "\n".join(fits) + f"\n{export}\n```"
 
 
 def _data_section(config: dict) -> list[str]:
@@ -155,8 +174,15 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
     batches = "augmented training" if config.get("recipe", {}).get("augment") else "training"
     with (run / "log.csv").open(newline="") as f:
         best = list(csv.DictReader(f))[int(meta["facevalue.best_epoch"]) - 1]
+    start = ""
+    if (parent := _init_run(config)) is not None:
+        init, init_config = parent
+        init_seconds = training_seconds(init)
+        start = (f"Fine-tuned from the best checkpoint of `runs/{init.name}` "
+                 f"({init_config['epochs']} epochs, {sum(init_seconds) / 60:.0f} min; "
+                 f"{(sum(init_seconds) + sum(seconds)) / 60:.0f} min in all): ")
     return ["## Training", "",
-            f"{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
+            f"{start}{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
             f"{per_epoch} (training and validation) on {describe_hardware(config)}. The best "
             f"PublicTest accuracy came at epoch {meta['facevalue.best_epoch']}, and that "
             f"checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} batches, "

@@ -195,6 +195,8 @@ def metadata(run: Path, config: dict, accuracy: float, tta: str,
         "facevalue.ece_after_crossfit": f"{cal.ece_after_crossfit:.4f}",
         "facevalue.parity_max_abs": f"{parity:.2e}",
     }
+    if config.get("init"):
+        extra["facevalue.fine_tuned_from"] = Path(config["init"]).name
     return dataclasses.replace(CONTRACT, extra=extra).to_metadata()
 
 

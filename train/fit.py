@@ -18,6 +18,10 @@ from train.data import eval_dataset, training_dataset
 log = logging.getLogger(__name__)
 
 
+class RunError(ValueError):
+    """A run folder that cannot be used as asked (the message says which and why)."""
+
+
 def load_splits(data: str | Path) -> tuple[fer2013.FaceSet, fer2013.FaceSet, dict]:
     """Training rows (cleaned of FER2013's warts) and the PublicTest rows to select on."""
     faces = fer2013.load(data)
@@ -48,26 +52,38 @@ def _optimizer(recipe: archs.Recipe, steps_per_epoch: int, epochs: int) -> keras
     return keras.optimizers.Adam(lr)
 
 
-def build(arch: str, precision: str) -> keras.Model:
+def build(arch: str, precision: str, arch_kwargs: dict | None = None) -> keras.Model:
     """Build an architecture under a dtype policy (``bf16`` halves CPU time on AVX512-BF16)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
-        return archs.ARCHS[arch]()
+        return archs.ARCHS[arch](**(arch_kwargs or {}))
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
 def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = None,
-        seed: int = 2017, precision: str = "fp32", limit: int | None = None,
-        verbose: int = 2) -> Path:
+        seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
+        limit: int | None = None, verbose: int = 2) -> Path:
     """Train ``arch`` into the run folder ``out``; resume if ``out`` holds an unfinished run.
 
     The folder gets ``config.json``, ``log.csv`` (one row per epoch), ``best.keras`` (highest
-    PublicTest accuracy), ``last.keras`` (to resume) and ``curves.png``.
+    PublicTest accuracy), ``last.keras`` (to resume) and ``curves.png``. With ``init`` (a
+    finished run folder of the same architecture) training starts from that run's best
+    weights under the architecture's fine-tuning recipe instead of from scratch.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     recipe = archs.RECIPES[arch]
+    if init is not None:
+        init = Path(init)
+        if arch not in archs.FINETUNE_RECIPES:
+            raise RunError(f"{arch} has no fine-tuning recipe; train it without --init")
+        if not (init / "best.keras").exists():
+            raise RunError(f"{init} holds no best.keras: not a finished run folder")
+        init_arch = json.loads((init / "config.json").read_text())["arch"]
+        if init_arch != arch:
+            raise RunError(f"{init} is a {init_arch} run; --arch is {arch}")
+        recipe = archs.FINETUNE_RECIPES[arch]
+    out.mkdir(parents=True, exist_ok=True)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -77,18 +93,23 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         val = fer2013.FaceSet(val.images[:limit], val.labels[:limit], val.usage[:limit])
     config = {"arch": arch, "epochs": epochs, "seed": seed, "precision": precision,
               "data": str(data), "recipe": asdict(recipe), **info}
+    if init is not None:
+        config["init"] = str(init)
     config_path = out / "config.json"
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        if {k: previous.get(k) for k in ("arch", "epochs", "seed", "data_sha256")} != {
-                k: config[k] for k in ("arch", "epochs", "seed", "data_sha256")}:
-            raise ValueError(f"{out} holds a different run; choose another --out")
+        keys = ("arch", "epochs", "seed", "data_sha256", "init")
+        if {k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}:
+            raise RunError(f"{out} holds a different run; choose another --out")
         log.info("resuming %s at epoch %d/%d", out, done_epochs + 1, epochs)
         model = keras.models.load_model(out / "last.keras")
     else:
         config_path.write_text(json.dumps(config, indent=2))
-        model = build(arch, precision)
+        model = build(arch, precision, recipe.arch_kwargs)
+        if init is not None:
+            # Same layers, other dropout rates: the weights carry over one for one.
+            model.set_weights(keras.models.load_model(init / "best.keras").get_weights())
         steps = -(-len(train) // recipe.batch_size)
         model.compile(_optimizer(recipe, steps, epochs),
                       keras.losses.CategoricalCrossentropy(
