@@ -31,8 +31,9 @@ def cli() -> None:
 
 # --- score and info (issue 2) ---
 model_option = click.option(
-    "--model", type=click.Path(exists=True, dir_okay=False),
-    help="ONNX classifier carrying the facevalue contract [default: the shipped model].")
+    "--model", type=click.Path(dir_okay=False),
+    help="ONNX classifier carrying the facevalue contract, or a shipped model's name: "
+         "fvnet-int8 (the default), fvnet, fvc2017.")
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="auto uses CUDA when onnxruntime-gpu can, else CPU; cuda fails if it cannot.")
@@ -208,8 +209,7 @@ def report(scores: str, out: str, photos: str | None, companies: str | None,
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--split", type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
               default="PublicTest", show_default=True, help="FER2013 Usage split to score.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False),
-              help="ONNX classifier [default: the shipped default model].")
+@model_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False),

@@ -114,6 +114,32 @@ def test_default_model_prefers_fvnet_and_checks_its_hash(
     digest = hashlib.sha256(newer.read_bytes()).hexdigest()
     (checkout / "SHA256SUMS").write_text(f"{digest}  fvnet.onnx\n")
     assert load_classifier(device="cpu").sha256 == digest
+    int8 = build_tiny_model(installed / "fvnet-int8.onnx", seed=3)
+    assert default_model() == int8
+
+
+def test_shipped_models_load_by_name_with_their_checksums(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed, checkout = tmp_path / "installed", tmp_path / "checkout"
+    for folder in (installed, checkout):
+        folder.mkdir()
+    monkeypatch.setattr(classify, "models_folders", lambda: [installed, checkout])
+    old = build_tiny_model(checkout / "fvc2017.onnx", seed=1)
+    ours = build_tiny_model(installed / "fvc2017.onnx", seed=2)
+    build_tiny_model(checkout / "fvnet.onnx", seed=3)
+    assert classify.shipped_models() == {"fvc2017": ours, "fvnet": checkout / "fvnet.onnx"}
+    with pytest.raises(ModelError, match="cannot read the model checksums"):
+        load_classifier("fvc2017", device="cpu")  # shipped models must match SHA256SUMS
+    digest = hashlib.sha256(ours.read_bytes()).hexdigest()
+    (installed / "SHA256SUMS").write_text(f"{digest}  fvc2017.onnx\n")
+    for name in ("fvc2017", "fvc2017.onnx"):
+        assert load_classifier(name, device="cpu").path == ours
+    assert old.exists()
+    with pytest.raises(ModelError, match=r"fvnet-8: no such file, and not a shipped model "
+                                         r"\(fvnet, fvc2017\)"):
+        load_classifier("fvnet-8", device="cpu")
+    monkeypatch.chdir(tmp_path)
+    assert load_classifier("checkout/fvnet.onnx", device="cpu").path.name == "fvnet.onnx"
 
 
 def test_shipped_model_folders_cover_wheel_and_checkout() -> None:

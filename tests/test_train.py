@@ -237,6 +237,42 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
 
 
 @pytest.mark.train
+def test_quantize_writes_an_int8_copy_only_if_it_agrees(exported, data, tmp_path):
+    from train.__main__ import cli as train_cli
+    from train.quantize import QuantizeError, quantize
+
+    _, _, model = exported
+    (images, labels, usage), csv, _ = data
+    out = tmp_path / "models" / "tiny-int8.onnx"
+    with pytest.raises(QuantizeError, match="agrees on"):
+        quantize(model, out, csv, min_agreement=1.01)  # no copy can pass this
+    other = write_fer_csv(tmp_path / "other.csv", images, np.roll(labels, 1), usage)
+    with pytest.raises(QuantizeError, match="not the data set"):
+        quantize(model, out, other)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+    # A one-epoch network is too unsure for the default limits; loosen them to pass.
+    result = quantize(model, out, csv, max_drop=1.0, min_agreement=0.0)
+    int8, source = Classifier(out, "cpu"), Classifier(model, "cpu")
+    meta = int8.contract.extra
+    assert meta["facevalue.quantized_from"] == f"{model.name}@{source.sha256}"
+    assert meta["facevalue.public_test_accuracy"] == f"{result.int8_eval.accuracy:.4f}"
+    assert float(meta["facevalue.int8_top1_agreement"]) == pytest.approx(result.agreement,
+                                                                         abs=1e-4)
+    assert meta["facevalue.temperature"] == source.contract.extra["facevalue.temperature"]
+    assert (out.parent / "SHA256SUMS").read_text().split() == [int8.sha256, out.name]
+    ops = {node.op_type for node in __import__("onnx").load(out).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    probs = int8.predict(images[usage == "PublicTest"][..., None])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(probs - source.predict(images[usage == "PublicTest"][..., None])).max() \
+        == pytest.approx(result.max_abs_diff, abs=1e-4)
+    cli = CliRunner().invoke(train_cli, ["quantize", str(model), "--out", str(tmp_path / "b.onnx"),
+                                         "--data", str(other)])
+    assert cli.exit_code == 1 and "not the data set" in cli.output
+    assert not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.train
 def test_facevalue_train_forwards_or_explains(monkeypatch):
     import importlib.util
 

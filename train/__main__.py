@@ -1,4 +1,4 @@
-"""`python -m train fit|export`: the two commands that rebuild a shipped model."""
+"""`python -m train fit|export|quantize|card`: the commands that rebuild a shipped model."""
 
 from __future__ import annotations
 
@@ -68,6 +68,31 @@ def export(run, out, data, tta, card) -> None:
                f"{cal.ece_after:.4f}, parity {result.parity_max_abs:.1e}")
     if card:
         click.echo(f"wrote {write_card(run, out, result.evaluation, result.network)}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="ONNX file to write, e.g. models/NAME-int8.onnx (a card NAME-int8.md too).")
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="The FER2013 data MODEL was trained on: Training faces calibrate, "
+                   "PublicTest faces check.")
+def quantize(model, out, data) -> None:
+    """Write an int8 copy of MODEL (an exported classifier), if it agrees with MODEL."""
+    from facevalue.fer2013 import DataError
+    from train.quantize import QuantizeError, write_card
+    from train.quantize import quantize as run_quantize
+
+    try:
+        result = run_quantize(model, out, data)
+    except (QuantizeError, DataError) as e:
+        raise click.ClickException(str(e)) from e
+    speed = result.faces_per_s
+    click.echo(f"wrote {out}: PublicTest accuracy {result.int8_eval.accuracy:.4f} (float "
+               f"{result.float_eval.accuracy:.4f}), top emotion agrees on "
+               f"{result.agreement:.2%}, {speed['int8']:,.0f} against {speed['float']:,.0f} "
+               f"faces/s on one thread")
+    click.echo(f"wrote {write_card(result)}")
 
 
 @cli.command()

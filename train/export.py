@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +23,11 @@ import tensorflow as tf
 
 import facevalue
 from facevalue import fer2013
-from facevalue.classify import SUMS_FILE, to_input
+from facevalue.classify import to_input
 from facevalue.contract import LABELS, Contract
 from facevalue.evaluate import Evaluation, score
 from train import calibrate
+from train.modelfile import record_checksum, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,27 +136,6 @@ def convert(serve) -> onnx.ModelProto:
             [o.name for o in proto.graph.output] != ["probabilities"]:
         raise ExportError("tf2onnx did not keep the input/output names image/probabilities")
     return proto
-
-
-def write_atomic(proto: onnx.ModelProto, out: Path) -> str:
-    """Write next to ``out`` and rename, so a reader never sees half a model; return sha256."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = proto.SerializeToString()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return hashlib.sha256(data).hexdigest()
-
-
-def record_checksum(out: Path, digest: str) -> None:
-    """Put ``out``'s sha256 into ``SHA256SUMS`` beside it: facevalue refuses unlisted models."""
-    sums = out.parent / SUMS_FILE
-    lines = sums.read_text().splitlines() if sums.exists() else []
-    kept = [line for line in lines if line.split()[-1:] != [out.name]]
-    sums.write_text("\n".join(sorted([*kept, f"{digest}  {out.name}"])) + "\n")
 
 
 def check_parity(proto: onnx.ModelProto, serve, x: np.ndarray) -> tuple[float, np.ndarray]:
