@@ -74,12 +74,20 @@ def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    paths = find_photos(root)
+    return photos_from_paths(find_photos(root), manifest, root)
+
+
+def photos_from_paths(paths: list[str], manifest: str | Path | None,
+                      root: str | Path) -> list[Photo]:
+    """Photo records for listed paths: companies from folders, or from the manifest.
+
+    Shared by every engine, whatever lists the files (``os.walk`` here, pyarrow for Ray).
+    """
     if manifest is None:
         photos = [Photo(p, company_of(p)) for p in paths]
         _warn_rootless(photos)
         return photos
-    return _match_manifest(paths, read_manifest(manifest), root)
+    return _match_manifest(paths, read_manifest(manifest), Path(root))
 
 
 def _warn_rootless(photos: list[Photo]) -> None:

@@ -207,12 +207,7 @@ def list_photos(uri: str) -> list[str]:
 
 def discover_photos(uri: str, manifest: str | Path | None = None) -> list[Photo]:
     """``discover.discover`` for any location: the same Photo records, listed through pyarrow."""
-    paths = list_photos(uri)
-    if manifest is None:
-        photos = [Photo(p, discover.company_of(p)) for p in paths]
-        discover._warn_rootless(photos)
-        return photos
-    return discover._match_manifest(paths, discover.read_manifest(manifest), Path(uri))
+    return discover.photos_from_paths(list_photos(uri), manifest, uri)
 
 
 def read_photo(fs: pafs.FileSystem, path: str) -> bytes:
