@@ -87,7 +87,7 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
     arguments = click.get_current_context().params
-    score_folder, user_errors = _engine(engine, ray_address, photos, workers)
+    score_folder, user_errors = _engine(engine, ray_address, photos, workers, quiet)
     with _Progress(enabled=not quiet) as progress:
         try:
             summary = score_folder(photos, out, companies=companies, manifest=manifest,
@@ -100,8 +100,8 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
         _summarize(summary)
 
 
-def _engine(engine: str, ray_address: str | None, photos: str, workers: int | None
-            ) -> tuple[Callable[..., Summary], tuple[type[Exception], ...]]:
+def _engine(engine: str, ray_address: str | None, photos: str, workers: int | None,
+            quiet: bool) -> tuple[Callable[..., Summary], tuple[type[Exception], ...]]:
     """The scoring function for --engine, and the errors it reports as plain messages."""
     from facevalue.pipeline import USER_ERRORS, write_scores
 
@@ -118,7 +118,8 @@ def _engine(engine: str, ray_address: str | None, photos: str, workers: int | No
         from facevalue.write import default_companies_path
 
         started = time.perf_counter()
-        scores = score_folder_ray(photos, out, ray_options=RayOptions(ray_address), **kwargs)
+        scores = score_folder_ray(photos, out, ray_options=RayOptions(ray_address, quiet=quiet),
+                                  **kwargs)
         companies = kwargs["companies"] or default_companies_path(out)
         return summarize(scores.faces, out, companies, time.perf_counter() - started)
     return ray, (*USER_ERRORS, EngineError)

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +67,7 @@ class RayOptions:
     num_cpus: int | None = None  # CPUs of a local Ray [default: all]
     split: bool | None = None  # classify on separate actors [default: when the cluster has GPUs]
     gpu_share: float = 1.0  # GPU per classifier actor; 0.25 packs four actors on one GPU
+    quiet: bool = False  # silence Ray's own log lines and worker output (facevalue --quiet)
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_share <= 1:
@@ -265,12 +267,18 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
         yield ray
         return
     address = ray_options.address or os.environ.get("RAY_ADDRESS")
+    level = logging.ERROR if ray_options.quiet else logging.WARNING
+    import ray.data  # configures its own loggers on import: set their level after that
+
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    quiet = {"logging_level": level, "log_to_driver": not ray_options.quiet}
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            check_reachable(address)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False,
-                     logging_level=logging.WARNING)
+            ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray"
         raise EngineError(f"cannot {where}: {e}") from e
@@ -278,6 +286,23 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a cluster address nothing answers at: ``ray.init`` would retry for minutes.
+
+    ``auto`` and ``local`` are Ray's own lookups and are left to it.
+    """
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise EngineError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                          f"({e.strerror or e})") from e
 
 
 def ship(ray: Any, path: Path) -> ShippedModel:

@@ -27,7 +27,9 @@ from facevalue.cli import cli
 from facevalue.decode import DecodeError, read_bytes
 from facevalue.pipeline import Scores
 from facevalue.ray_engine import (
+    EngineError,
     RayOptions,
+    check_reachable,
     list_photos,
     read_photo,
     score_folder_ray,
@@ -154,6 +156,27 @@ def test_local_path_never_imports_ray() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_an_address_nothing_answers_at_fails_fast() -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port that was just free: nothing listens there now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(EngineError, match=f"cannot join the Ray cluster at {address}"):
+            check_reachable(address)
+    assert time.monotonic() - started < 5
+    with pytest.raises(EngineError, match="expected HOST:PORT"):
+        check_reachable("head-node")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+    check_reachable("auto")  # Ray's own lookup, left to ray.init
 
 
 def test_listing_through_pyarrow_matches_discovery(corpus: Path) -> None:
