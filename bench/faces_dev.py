@@ -1,0 +1,85 @@
+"""End-to-end accuracy on real photos: each shipped classifier on the faces-dev portraits.
+
+FER2013 accuracy says how a classifier does on FER2013's own 48x48 crops; this says how the
+whole tool does on photos: ``facevalue score`` (detector, crop, classifier) on 838
+crowd-labelled one-person portraits, top emotion against the label. It also reports how often
+the int8 default and the float fvnet pick the same emotion on real photos.
+
+    python bench/faces_dev.py /work/shared/data/faces-dev --readme bench/README.md
+
+The labels are noisy and the set has no disgust or fear photos (see its README): read the
+figures as a comparison between models, not as an accuracy to quote on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from facevalue import score_folder
+from facevalue.classify import shipped_models
+
+LABELS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
+          "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
+START, END = "<!-- faces-dev:start -->", "<!-- faces-dev:end -->"
+
+
+def score_models(images: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each shipped model's main-face rows joined with the labels, by model name."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in shipped_models().items():
+            faces, _ = score_folder(images, Path(tmp) / f"{name}.parquet", model=model,
+                                    device="cpu")
+            faces = faces.assign(file=faces["path"].map(lambda p: Path(p).name))
+            results[name] = labels.merge(faces, on="file", how="left", validate="one_to_one")
+    return results
+
+
+def table(results: dict[str, pd.DataFrame]) -> str:
+    """Markdown: accuracy overall and per label, and int8/float agreement."""
+    first = next(iter(results.values()))
+    classes = [c for c in LABELS.values() if (first["truth"] == c).any()]
+    lines = [f"{len(first)} faces-dev photos, `facevalue score` with each shipped model "
+             "(main face; top emotion against the crowd label).", "",
+             "| model | photos scored | accuracy | "
+             + " | ".join(f"{c} ({(first['truth'] == c).sum()})" for c in classes) + " |",
+             "|---|---:|---:|" + "---:|" * len(classes)]
+    for name, rows in results.items():
+        ok = rows["status"] == "ok"
+        right = ok & (rows["emotion"] == rows["truth"])
+        per_class = " | ".join(f"{right[rows['truth'] == c].mean():.1%}" for c in classes)
+        lines.append(f"| {name} | {ok.sum()} | {right.mean():.1%} | {per_class} |")
+    if {"fvnet", "fvnet-int8"} <= results.keys():
+        same = (results["fvnet"]["emotion"] == results["fvnet-int8"]["emotion"]).mean()
+        gap = (results["fvnet"][list(LABELS.values())]
+               - results["fvnet-int8"][list(LABELS.values())]).abs()
+        lines += ["", f"fvnet-int8 and fvnet pick the same emotion for {same:.1%} of photos; "
+                  f"their probabilities differ by {gap.mean().mean():.4f} on average "
+                  f"({gap.max().max():.3f} at most)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("faces_dev", type=Path, help="the faces-dev folder (images/, labels.csv)")
+    parser.add_argument("--readme", type=Path, help="write the table into this README")
+    args = parser.parse_args()
+    logging.getLogger("facevalue").setLevel(logging.ERROR)  # faces-dev has no company folders
+    labels = pd.read_csv(args.faces_dev / "labels.csv")
+    labels = labels.assign(truth=labels["label"].map(LABELS))
+    text = table(score_models(args.faces_dev / "images", labels))
+    print(text)
+    if args.readme:
+        content = args.readme.read_text()
+        head, _, rest = content.partition(START)
+        _, _, tail = rest.partition(END)
+        args.readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
