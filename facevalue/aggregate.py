@@ -40,21 +40,32 @@ def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
     rows = faces[faces["status"] != UNLISTED]
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
-    photos = rows.drop_duplicates("path")
-    table = photos.groupby(keys, dropna=False, sort=True).agg(
-        photos=("path", "size"),
+    photos = rows[first_rows(rows)]
+    table = photos.groupby(keys, dropna=False, sort=True, observed=True).agg(
+        photos=("status", "size"),
         failed=("status", lambda s: int((~s.isin([OK, NO_FACE])).sum())),
         **{c: (c, "first") for c in ids})
     scored = rows[rows["status"] == OK]
-    table["faces"] = scored.groupby(keys, dropna=False).size()
+    table["faces"] = scored.groupby(keys, dropna=False, observed=True).size()
     main = scored[scored["face"] == 0]
-    table = table.join(main.groupby(keys, dropna=False)[list(LABELS)].mean())
+    table = table.join(main.groupby(keys, dropna=False, observed=True)[list(LABELS)].mean())
     table["happiness_share"] = (main["emotion"] == "happiness").groupby(
-        [main[k] for k in keys], dropna=False).mean()
+        [main[k] for k in keys], dropna=False, observed=True).mean()
     table["positivity"] = table["happiness"] - table[list(NEGATIVE)].sum(axis=1, min_count=4)
     table["faces"] = table["faces"].fillna(0)
-    table = table.reset_index()
-    return table[columns].astype({c: _dtype(c) for c in (*COUNTS, *LABELS, *SCORES)})
+    table = table.reset_index()[columns]
+    # Text read back as categoricals (pipeline._aggregation_columns) goes out as plain text.
+    text = {c: table[c].cat.categories.dtype for c in table.columns
+            if isinstance(table[c].dtype, pd.CategoricalDtype)}
+    return table.astype({**text, **{c: _dtype(c) for c in (*COUNTS, *LABELS, *SCORES)}})
+
+
+def first_rows(faces: pd.DataFrame) -> pd.Series:
+    """True on each photo's first row: its face 0, or its one row without a face.
+
+    Counting photos this way needs no ``path`` column, the largest one to hold in memory.
+    """
+    return faces["face"].isna() | (faces["face"] == 0)
 
 
 def status_counts(faces: pd.DataFrame) -> dict[str, int]:
@@ -68,7 +79,7 @@ def constant_ids(faces: pd.DataFrame, id_columns: list[str], keys: list[str]) ->
     rows = faces[faces["status"] != UNLISTED]
     if rows.empty:
         return [c for c in id_columns if c not in keys]
-    groups = rows.groupby(keys, dropna=False)
+    groups = rows.groupby(keys, dropna=False, observed=True)
     return [c for c in id_columns
             if c not in keys and int(groups[c].nunique(dropna=False).max()) <= 1]
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 
 from facevalue.contract import LABELS
 
@@ -34,17 +36,22 @@ class ManifestError(ValueError):
     """Raised for a manifest that cannot be used; the message names the file and rows."""
 
 
-@dataclass(frozen=True)
+NO_IDS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Photo:
     """One photo to score: its path relative to the photo folder, its company and ids.
 
     ``status`` is None for a photo to score, or ``missing`` / ``unlisted`` when discovery
-    already knows it cannot or should not be scored.
+    already knows it cannot or should not be scored. A run holds one per photo for its
+    whole length, so they are kept small: slots, one shared empty ``ids``, and company
+    names interned (a company's photos share one string).
     """
 
     path: str  # posix, relative to the photo folder
     company: str
-    ids: dict[str, str] = field(default_factory=dict)
+    ids: Mapping[str, str] = field(default_factory=lambda: NO_IDS)
     status: str | None = None
 
 
@@ -66,7 +73,7 @@ def find_photos(root: Path) -> list[str]:
 def company_of(path: str) -> str:
     """The first folder of a relative path; empty for a photo directly in the root folder."""
     parts = PurePosixPath(path).parts
-    return parts[0] if len(parts) > 1 else ""
+    return sys.intern(parts[0]) if len(parts) > 1 else ""
 
 
 def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo]:
@@ -158,7 +165,7 @@ def _match_manifest(paths: list[str], rows: list[dict[str, str]], root: Path) ->
 
 def _photo_from_row(path: str, row: dict[str, str], exists: bool) -> Photo:
     ids = {k: v for k, v in row.items() if k not in ("path", "company")}
-    return Photo(path, row["company"], ids, None if exists else MISSING)
+    return Photo(path, sys.intern(row["company"]), ids, None if exists else MISSING)
 
 
 def _log_mismatches(photos: Iterable[Photo], root: Path) -> None:

@@ -443,11 +443,13 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
                               _counting(progress, len(found)), workers=workers, saved=saved,
                               stats=stats)
         _write_rows(chunks, write.face_schema(ids, meta), out, stats)
-    del chunks, classifier, detector  # hand onnxruntime's buffers back before aggregating
+    n_photos = len(found)
+    # hand back onnxruntime's buffers and the photo list before aggregating
+    del chunks, classifier, detector, found
     company_frame = aggregate.companies(_aggregation_columns(out, ids), ids)
     write.write_frame(company_frame, companies,
                       write.company_schema(company_frame.columns, meta))
-    return Summary(out, companies, len(found), stats.faces, dict(stats.statuses.most_common()),
+    return Summary(out, companies, n_photos, stats.faces, dict(stats.statuses.most_common()),
                    stats.scored, stats.reused, time.perf_counter() - started,
                    dict(stats.seconds), workers)
 
@@ -523,9 +525,14 @@ def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: 
 
 
 def _aggregation_columns(out: Path, ids: list[str]) -> pd.DataFrame:
-    """The columns the company table needs, read back from the per-face file."""
-    columns = ["path", "company", *ids, "status", "face", *LABELS, "emotion"]
-    return pq.read_table(out, columns=columns).to_pandas()
+    """The columns the company table needs, read back from the per-face file.
+
+    Text columns come back as categoricals (a company's name is stored once, not once per
+    face) and Arrow's buffers are freed while converting: memory stays flat with the rows.
+    """
+    text = ["company", *ids, "status", "emotion"]
+    table = pq.read_table(out, columns=[*text, "face", *LABELS], read_dictionary=text)
+    return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
 def _counting(progress: Callable[[int, int], None] | None,
