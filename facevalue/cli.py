@@ -242,7 +242,7 @@ def evaluate(data: str, split: str, model: str | None, batch_size: int, as_json:
                                "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def train(args: tuple[str, ...]) -> None:
-    """Fit or export a model: forwards ARGS to `python -m train` (`facevalue train fit --help`).
+    """Fit, export or quantise a model: forwards ARGS to `python -m train` (`... train --help`).
 
     Needs TensorFlow: `pip install 'facevalue[train]'`, in a source checkout (the train/
     package is not in the wheel).
