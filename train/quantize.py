@@ -5,7 +5,8 @@ uint8 activations), calibrated on Training faces. The classifier is a third of t
 time, so this is the cheapest large speed-up of ``facevalue score``. The result is kept only
 if it still says what the float model says: it is written when PublicTest accuracy drops by
 at most ``MAX_ACCURACY_DROP`` and the top emotion agrees with the float model's on at least
-``MIN_AGREEMENT`` of the faces. Needs onnxruntime and onnx only, no TensorFlow.
+``MIN_AGREEMENT`` of the faces. Needs onnxruntime, onnx and sympy (for onnxruntime's shape
+inference), no TensorFlow.
 """
 
 from __future__ import annotations
