@@ -92,3 +92,19 @@ def test_status_counts_count_photos_once() -> None:
     faces = frame(face("a/1.jpg", "a"), face("a/1.jpg", "a", index=1),
                   face("a/2.jpg", "a", status="no_face", index=None, top=None))
     assert status_counts(faces) == {"ok": 1, "no_face": 1}
+
+
+def test_text_read_back_as_categoricals_gives_the_same_table() -> None:
+    # write_scores reads the per-face file back with text as categoricals (less memory)
+    faces = frame(
+        face("a/1.jpg", "a", top="happiness", ticker="AAA", year="2019"),
+        face("a/1.jpg", "a", index=1, top="anger", ticker="AAA", year="2019"),
+        face("a/2.jpg", "a", status="no_face", index=None, top=None, ticker="AAA", year="2020"),
+        face("b/1.jpg", "b", top="neutral", ticker="BBB", year="2019"),
+        face("c/1.jpg", "c", status="unlisted", index=None, top=None, ticker="CCC", year="2019"),
+    )
+    text = ["company", "ticker", "year", "status", "emotion"]
+    categorical = faces.drop(columns="path").astype(dict.fromkeys(text, "category"))
+    expected = companies(faces, ["ticker", "year"])
+    assert list(expected["company"]) == ["a", "a", "b"]  # c has only an unlisted photo
+    pd.testing.assert_frame_equal(companies(categorical, ["ticker", "year"]), expected)
