@@ -19,13 +19,13 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from run import update_readme
 
 from facevalue import score_folder
 from facevalue.classify import shipped_models
 
 LABELS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
           "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
-START, END = "<!-- faces-dev:start -->", "<!-- faces-dev:end -->"
 
 
 def score_models(images: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -75,10 +75,7 @@ def main() -> None:
     text = table(score_models(args.faces_dev / "images", labels))
     print(text)
     if args.readme:
-        content = args.readme.read_text()
-        head, _, rest = content.partition(START)
-        _, _, tail = rest.partition(END)
-        args.readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+        update_readme(args.readme, text, "faces-dev")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,10 @@ from pathlib import Path
 import corpus
 import numpy as np
 import pandas as pd
+from run import HERE, update_readme
 
 from facevalue.pipeline import default_workers, score_folder
 from facevalue.ray_engine import RayOptions, score_folder_ray
-
-HERE = Path(__file__).resolve().parent
-START, END = "<!-- ray:start -->", "<!-- ray:end -->"
 
 
 def timed(run, photos: Path, out: Path) -> tuple[float, pd.DataFrame, pd.DataFrame]:
@@ -84,10 +82,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.readme:
-        content = args.readme.read_text()
-        head, _, rest = content.partition(START)
-        _, _, tail = rest.partition(END)
-        args.readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+        update_readme(args.readme, text, "ray")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ HERE = Path(__file__).resolve().parent
 # Timed beside the default model (fvnet-int8): the float fvnet it was quantised from, and the
 # 2017 replica, the model the issue's speed target was set with.
 OTHER_MODELS = (HERE.parent / "models" / "fvnet.onnx", HERE.parent / "models" / "fvc2017.onnx")
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 CLASSIFY_FACES = 2048
 
 
@@ -269,12 +268,14 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, text: str) -> None:
-    """Replace the block between the results markers."""
-    content = readme.read_text()
-    head, _, rest = content.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+def update_readme(readme: Path, text: str, section: str = "results") -> None:
+    """Replace the block between ``<!-- SECTION:start -->`` and ``<!-- SECTION:end -->``.
+
+    Every bench script writes its table into bench/README.md this way, each in its section.
+    """
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    head, _, rest = readme.read_text().partition(start)
+    readme.write_text(f"{head}{start}\n{text}{end}{rest.partition(end)[2]}")
 
 
 def main() -> None:

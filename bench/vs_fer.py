@@ -28,7 +28,7 @@ from typing import Any
 
 import corpus
 import pyarrow.parquet as pq
-from run import HERE, machine, score_in_child
+from run import HERE, machine, score_in_child, update_readme
 
 from facevalue.classify import default_model
 from facevalue.discover import find_photos
@@ -36,7 +36,6 @@ from facevalue.pipeline import default_workers
 
 log = logging.getLogger("vs_fer")
 
-START, END = "<!-- fer:start -->", "<!-- fer:end -->"
 # Runs inside the fer venv: prints one JSON line.
 FER_SCRIPT = """
 import json, sys, time
@@ -128,9 +127,7 @@ def main() -> None:
     text = table(results)
     print(text)
     if args.readme:
-        content = args.readme.read_text()
-        head, _, rest = content.partition(START)
-        args.readme.write_text(f"{head}{START}\n{text}{END}{rest.partition(END)[2]}")
+        update_readme(args.readme, text, "fer")
 
 
 if __name__ == "__main__":
