@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -208,34 +209,54 @@ def report(scores: str, out: str, photos: str | None, companies: str | None,
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of labelled photos under DATA (columns path or file, and label): "
+                   "score them end to end instead of FER2013 crops.")
 @click.option("--split", type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
               default="PublicTest", show_default=True, help="FER2013 Usage split to score.")
 @model_option
+@device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Also write the confusion matrix to this PNG.")
-def evaluate(data: str, split: str, model: str | None, batch_size: int, as_json: bool,
-             plot: str | None) -> None:
-    """Score a classifier on labelled FER2013 faces (CSV or image folders): accuracy, F1, ECE."""
+def evaluate(data: str, labels: str | None, split: str, model: str | None, device: str,
+             batch_size: int, as_json: bool, plot: str | None) -> None:
+    """Score a classifier on labelled faces: FER2013 (CSV or image folders), or with --labels
+    the photos under DATA through the whole scoring path. Accuracy, F1, calibration or kappa.
+    """
     import json
 
-    from facevalue.classify import ModelError
-    from facevalue.evaluate import evaluate as run_evaluate
-    from facevalue.evaluate import format_report
+    from facevalue import evaluate as ev
+    from facevalue.contract import LABELS
     from facevalue.fer2013 import DataError
+    from facevalue.pipeline import USER_ERRORS
 
+    result: ev.Evaluation | ev.PhotoEvaluation
     try:
-        result = run_evaluate(data, split=split, model=model, batch_size=batch_size)
-    except (DataError, ModelError) as e:
+        if labels is None:
+            result = ev.evaluate(data, split=split, model=model, batch_size=batch_size,
+                                 device=device)
+        elif not Path(data).is_dir():
+            raise click.UsageError("with --labels, DATA is the folder of labelled photos")
+        else:
+            with _Progress(enabled=not as_json) as progress:
+                result = ev.evaluate_photos(data, labels, model=model, device=device,
+                                            batch_size=batch_size, progress=progress)
+    except (DataError, *USER_ERRORS) as e:
         raise click.ClickException(str(e)) from e
     if plot:
-        from facevalue.contract import LABELS
         from facevalue.plots import plot_confusion
 
-        plot_confusion(result.confusion, LABELS, plot,
-                       title=f"{split}: accuracy {result.accuracy:.1%}")
-    click.echo(json.dumps(result.to_dict()) if as_json else format_report(result))
+        where = split if labels is None else Path(data).name
+        columns = None if labels is None else [*LABELS, ev.NO_PREDICTION]
+        plot_confusion(result.confusion, LABELS, plot, columns=columns,
+                       title=f"{where}: accuracy {result.accuracy:.1%}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(ev.format_report(result) if isinstance(result, ev.Evaluation)
+                   else ev.format_photo_report(result))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True,

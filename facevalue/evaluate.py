@@ -1,17 +1,24 @@
-"""Score an ONNX classifier on labelled FER2013 faces: accuracy, per-class figures, calibration.
+"""Score a classifier on labelled faces: FER2013 crops, or a researcher's own labelled photos.
 
-It runs the exported model through onnxruntime only, exactly as ``facevalue score`` will, so
-the accuracy a model card claims is the accuracy of the file that ships, not of the Keras
-model it came from. TensorFlow is never imported.
+On FER2013 it runs the exported model through onnxruntime only, exactly as ``facevalue
+score`` will, so the accuracy a model card claims is the accuracy of the file that ships,
+not of the Keras model it came from. On photos (``evaluate_photos``) it runs ``facevalue
+score`` itself (discover, decode, detect, crop, classify) and compares each photo's main
+face with its label, the validation figure a study reports for its own sample. TensorFlow is
+never imported.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from facevalue import fer2013
 from facevalue.classify import DEFAULT_BATCH_SIZE, load_classifier
@@ -100,7 +107,8 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray,
 def class_metrics(matrix: np.ndarray) -> tuple[ClassMetrics, ...]:
     """Per-class precision, recall and F1 from a confusion matrix (0 where undefined)."""
     hits = np.diag(matrix).astype(float)
-    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    # a photo confusion matrix has an extra column for photos without a prediction
+    predicted, actual = matrix.sum(axis=0)[:len(hits)], matrix.sum(axis=1)
     precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
     recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
     total = precision + recall
@@ -153,4 +161,172 @@ def format_report(result: Evaluation) -> str:
               " " * 10 + "".join(f"{label[:7]:>8}" for label in LABELS)]
     lines += [f"{label:<10}" + "".join(f"{v:>8d}" for v in row)
               for label, row in zip(LABELS, result.confusion, strict=True)]
+    return "\n".join(lines)
+
+
+# --- labelled photos ---
+NO_PREDICTION = "none"  # the confusion column of photos that yielded no scored face
+BOOTSTRAP_RESAMPLES = 2000
+# Label spellings accepted in a labels CSV, beside facevalue's own names.
+LABEL_ALIASES = {
+    "angry": "anger", "disgusted": "disgust", "fearful": "fear", "scared": "fear",
+    "happy": "happiness", "sad": "sadness", "surprised": "surprise",
+}
+
+
+@dataclass(frozen=True)
+class PhotoEvaluation:
+    """What ``facevalue evaluate PHOTOS --labels CSV`` reports.
+
+    Photos with no scored face (no face found, unreadable, missing) count as wrong; the
+    confusion matrix gives them a last column, ``none``. Macro F1 averages the classes that
+    have labelled photos (a sample without disgust says nothing about disgust).
+    """
+
+    model: str
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]  # bootstrap 95% interval over photos
+    macro_f1: float
+    kappa: float
+    per_class: tuple[ClassMetrics, ...]
+    confusion: tuple[tuple[int, ...], ...]  # rows: label; columns: prediction, then none
+    no_face: int  # labelled photos where the detector found no face
+    not_scored: int  # labelled photos that could not be scored at all (status in statuses)
+    statuses: dict[str, int]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; ``per_class`` is keyed by label and holds labelled classes."""
+        return {
+            "model": self.model, "n": self.n, "accuracy": self.accuracy,
+            "accuracy_ci": list(self.accuracy_ci), "macro_f1": self.macro_f1,
+            "kappa": self.kappa,
+            "per_class": {c.label: {"precision": c.precision, "recall": c.recall, "f1": c.f1,
+                                    "support": c.support}
+                          for c in self.per_class if c.support},
+            "labels": list(LABELS), "columns": [*LABELS, NO_PREDICTION],
+            "confusion": [list(row) for row in self.confusion],
+            "no_face": self.no_face, "not_scored": self.not_scored, "statuses": self.statuses,
+        }
+
+
+def read_labels(path: str | Path) -> dict[str, str]:
+    """``path`` (or ``file``) -> facevalue label from a labels CSV; names the bad rows."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise fer2013.DataError(f"{path}: not a readable labels CSV ({e})") from e
+    key = "path" if "path" in columns else "file" if "file" in columns else None
+    if key is None or "label" not in columns:
+        raise fer2013.DataError(f"{path}: needs a path (or file) column and a label column; "
+                                f"has {columns}")
+    labels: dict[str, str] = {}
+    for i, row in enumerate(rows, start=2):
+        name = (row.get("label") or "").strip().lower()
+        label = LABEL_ALIASES.get(name, name)
+        if label not in LABELS:
+            raise fer2013.DataError(f"{path}: row {i}: label {row.get('label')!r} is not one of "
+                                    f"{', '.join(LABELS)} (or {', '.join(LABEL_ALIASES)})")
+        photo = (row.get(key) or "").strip().replace("\\", "/")
+        if not photo:
+            raise fer2013.DataError(f"{path}: row {i}: empty {key}")
+        if labels.setdefault(photo, label) != label:
+            raise fer2013.DataError(f"{path}: row {i}: {photo} is labelled twice, differently")
+    if not labels:
+        raise fer2013.DataError(f"{path}: no labelled photos")
+    return labels
+
+
+def evaluate_photos(photos: str | Path, labels: str | Path, model: str | Path | None = None,
+                    device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+                    progress: Callable[[int, int], None] | None = None,
+                    seed: int = 0) -> PhotoEvaluation:
+    """Score the labelled photos under ``photos`` with ``facevalue score``; compare main faces.
+
+    The labels CSV becomes the run's manifest, so exactly the labelled photos are scored, by
+    the same code and defaults as ``facevalue score --manifest``: the accuracy here is the
+    one a merge of that command's output with the labels gives.
+    """
+    from facevalue.pipeline import score_folder
+
+    truth = read_labels(labels)
+    with tempfile.TemporaryDirectory(prefix="facevalue-evaluate-") as scratch:
+        manifest = Path(scratch, "manifest.csv")
+        with manifest.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "company"])
+            writer.writerows([photo, "labelled"] for photo in truth)
+        faces, _ = score_folder(photos, manifest=manifest, model=model, device=device,
+                                batch_size=batch_size, progress=progress)
+    return score_photos(faces, truth, seed=seed)
+
+
+def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> PhotoEvaluation:
+    """A PhotoEvaluation from a per-face table (as ``facevalue score`` writes) and labels."""
+    main = faces[faces["face"].isna() | (faces["face"] == 0)].drop_duplicates("path")
+    main = main[main["path"].isin(truth.keys())].set_index("path")
+    column = {label: i for i, label in enumerate(LABELS)}
+    actual = np.array([column[truth[p]] for p in truth])
+    emotion = main["emotion"].reindex(list(truth)).where(
+        main["status"].reindex(list(truth)) == "ok")
+    predicted = np.array([column.get(e, len(LABELS)) if isinstance(e, str) else len(LABELS)
+                          for e in emotion])
+    matrix = np.zeros((len(LABELS), len(LABELS) + 1), np.int64)
+    np.add.at(matrix, (actual, predicted), 1)
+    per_class = class_metrics(matrix)
+    statuses = main["status"].reindex(list(truth)).fillna("missing").value_counts()
+    return PhotoEvaluation(
+        model=str(faces.attrs.get("facevalue.model", "")), n=len(actual),
+        accuracy=float(np.mean(actual == predicted)),
+        accuracy_ci=bootstrap_interval(actual == predicted, seed),
+        macro_f1=float(np.mean([c.f1 for c in per_class if c.support])),
+        kappa=cohen_kappa(matrix), per_class=per_class,
+        confusion=tuple(tuple(int(v) for v in row) for row in matrix),
+        no_face=int(statuses.get("no_face", 0)),
+        not_scored=int(len(actual) - statuses.get("ok", 0) - statuses.get("no_face", 0)),
+        statuses={str(k): int(v) for k, v in statuses.items()})
+
+
+def bootstrap_interval(correct: np.ndarray, seed: int = 0,
+                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of accuracy over photos resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(correct), (resamples, len(correct)))
+    accuracy = correct[draws].mean(axis=1)
+    low, high = np.percentile(accuracy, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def cohen_kappa(matrix: np.ndarray) -> float:
+    """Cohen's kappa of labels (rows) against predictions (columns, ``none`` included).
+
+    Agreement beyond chance: 1 is perfect, 0 what guessing with the same class shares gives.
+    """
+    square = np.zeros((matrix.shape[1], matrix.shape[1]))
+    square[:matrix.shape[0]] = matrix
+    n = square.sum()
+    observed = np.trace(square) / n
+    expected = float((square.sum(axis=1) * square.sum(axis=0)).sum()) / n**2
+    return float((observed - expected) / (1 - expected)) if expected < 1 else 1.0
+
+
+def format_photo_report(result: PhotoEvaluation) -> str:
+    """The human-readable photo report: headline figures, labelled classes, confusion."""
+    low, high = result.accuracy_ci
+    lines = [f"{result.model}: {result.n} labelled photos "
+             f"({result.no_face} without a face, {result.not_scored} not scored)",
+             f"accuracy {result.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})   "
+             f"macro F1 {result.macro_f1:.4f}   kappa {result.kappa:.4f}", "",
+             f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
+    lines += [f"{c.label:<10} {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>6.3f} {c.support:>8d}"
+              for c in result.per_class if c.support]
+    columns = [*LABELS, NO_PREDICTION]
+    lines += ["", "confusion (rows label, columns predicted; none: no scored face):",
+              " " * 10 + "".join(f"{label[:7]:>8}" for label in columns)]
+    lines += [f"{label:<10}" + "".join(f"{v:>8d}" for v in row)
+              for label, row in zip(LABELS, result.confusion, strict=True) if sum(row)]
     return "\n".join(lines)

@@ -50,20 +50,26 @@ def plot_training_curves(log_csv: str | Path, out_png: str | Path, title: str = 
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str] | tuple[str, ...],
-                   out_png: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (rows: true label), with counts in each cell."""
+                   out_png: str | Path, title: str = "",
+                   columns: list[str] | tuple[str, ...] | None = None) -> Path:
+    """Row-normalised confusion matrix (rows: true label), with counts in each cell.
+
+    ``columns`` names the predictions when they differ from the rows (photos: a last column
+    for those without a scored face).
+    """
     plt = _pyplot()
     matrix = np.asarray(matrix)
+    columns = labels if columns is None else columns
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     with plt.rc_context({**STYLE, "axes.grid": False}):
         fig, ax = plt.subplots(figsize=(5.2, 4.6))
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
         ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         for i in range(len(labels)):
-            for j in range(len(labels)):
+            for j in range(len(columns)):
                 ax.text(j, i, f"{matrix[i, j]}", ha="center", va="center", fontsize=7,
                         color="white" if share[i, j] > 0.5 else "black")
         ax.set_title(title)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from fer_faces import fer_rows, write_fer_csv, write_fer_folder
@@ -111,3 +112,105 @@ def test_evaluate_does_not_import_tensorflow():
     code = ("import sys, facevalue.evaluate, facevalue.cli; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- labelled photos (facevalue evaluate PHOTOS --labels CSV) ---
+@pytest.fixture()
+def labelled(tmp_path):
+    """Three portraits, a landscape (no face), a corrupt file and a listed missing photo."""
+    from images import ASTRONAUT, GRACE, LANDSCAPE
+
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    for name, source in (("a/grace.jpg", GRACE), ("a/astro.jpg", ASTRONAUT),
+                         ("grace2.jpg", GRACE), ("scenery.jpg", LANDSCAPE)):
+        (photos / name).write_bytes(source.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (photos / "unlabelled.jpg").write_bytes(GRACE.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\na/grace.jpg,happy\na/astro.jpg,Surprised\n"
+                      "grace2.jpg,neutral\nscenery.jpg,sad\nbroken.jpg,angry\n"
+                      "gone.jpg,fear\n")
+    return photos, labels
+
+
+def test_photo_metrics_by_hand():
+    faces = pd.DataFrame({"path": ["p1", "p2", "p3", "p4", "p4"], "face": [0, 0, None, 0, 1],
+                          "status": ["ok", "ok", "no_face", "ok", "ok"],
+                          "emotion": ["happiness", "anger", None, "neutral", "anger"]})
+    truth = {"p1": "happiness", "p2": "neutral", "p3": "neutral", "p4": "neutral"}
+    result = ev.score_photos(faces, truth)
+    assert result.n == 4 and result.accuracy == 0.5 and result.no_face == 1
+    # rows happiness: 1 right; neutral: 1 right, 1 read as anger, 1 without a face
+    assert result.confusion[3][3] == 1 and result.confusion[6] == (1, 0, 0, 0, 0, 0, 1, 1)
+    by = {c.label: c for c in result.per_class}
+    assert by["neutral"].recall == pytest.approx(1 / 3) and by["neutral"].precision == 1.0
+    assert by["anger"].support == 0 and by["anger"].precision == 0.0
+    # kappa: observed 0.5; chance = (1/4 * 1/4) + (3/4 * 1/4) = 0.25 -> (0.5-0.25)/0.75
+    assert result.kappa == pytest.approx(1 / 3)
+    low, high = result.accuracy_ci
+    assert 0 <= low < 0.5 < high <= 1
+    assert set(result.to_dict()["per_class"]) == {"happiness", "neutral"}
+
+
+def test_bootstrap_interval_narrows_with_photos():
+    wide = ev.bootstrap_interval(np.arange(40) % 2 == 0)
+    narrow = ev.bootstrap_interval(np.arange(4000) % 2 == 0)
+    assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
+    assert narrow[1] - narrow[0] == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(4000), rel=0.15)
+
+
+def test_read_labels_accepts_spellings_and_refuses_bad_rows(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("path,label\nx/a.jpg,Happy\nb.jpg,surprised\nc.jpg,anger\n")
+    assert ev.read_labels(good) == {"x/a.jpg": "happiness", "b.jpg": "surprise",
+                                    "c.jpg": "anger"}
+    for text, message in (("path,label\na.jpg,contempt\n", "row 2: label 'contempt'"),
+                          ("name,label\na.jpg,happy\n", r"needs a path \(or file\) column"),
+                          ("path,label\na.jpg,happy\na.jpg,sad\n", "labelled twice"),
+                          ("path,label\n", "no labelled photos")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(ev.fer2013.DataError, match=message):
+            ev.read_labels(bad)
+
+
+def test_photo_accuracy_equals_score_and_merge(labelled, tiny_model, tmp_path):
+    """The README's recipe (score, merge, compare main faces) gives the very same accuracy."""
+    photos, labels = labelled
+    result = CliRunner().invoke(cli, ["evaluate", str(photos), "--labels", str(labels),
+                                      "--model", str(tiny_model), "--json",
+                                      "--plot", str(tmp_path / "c.png")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "accuracy_ci", "macro_f1", "kappa", "per_class", "confusion", "n",
+            "no_face"} <= set(report)
+    assert report["n"] == 6 and report["no_face"] == 1
+    assert report["statuses"] == {"ok": 3, "no_face": 1, "unreadable": 1, "missing": 1}
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+    out = tmp_path / "scores.parquet"
+    scored = CliRunner().invoke(cli, ["score", str(photos), "--out", str(out), "--model",
+                                      str(tiny_model), "--quiet"], catch_exceptions=False)
+    assert scored.exit_code == 0, scored.output
+    names = {"happy": "happiness", "surprised": "surprise", "sad": "sadness",
+             "angry": "anger"}
+    truth = pd.read_csv(labels).rename(columns={"file": "path"})
+    truth["label"] = truth["label"].str.lower().replace(names)
+    faces = pd.read_parquet(out)
+    merged = truth.merge(faces[faces["face"].fillna(0) == 0], on="path", how="left")
+    accuracy = ((merged["status"] == "ok") & (merged["emotion"] == merged["label"])).mean()
+    assert report["accuracy"] == pytest.approx(accuracy)
+    assert sum(map(sum, report["confusion"])) == 6
+
+
+def test_photo_evaluation_errors_are_one_line(labelled, tiny_model, tmp_path):
+    photos, labels = labelled
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na/grace.jpg,smug\n")
+    for args, message in (([str(photos), "--labels", str(bad)], "label 'smug'"),
+                          ([str(labels), "--labels", str(labels)], "folder of labelled photos")):
+        result = CliRunner().invoke(cli, ["evaluate", *args, "--model", str(tiny_model)])
+        assert result.exit_code != 0 and message in result.output
+        assert "Traceback" not in result.output

@@ -63,10 +63,10 @@ def test_nll_matches_the_definition():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """42 Training and 21 PublicTest faces as a CSV (and the same faces as folders)."""
+    """140 Training and 21 PublicTest faces as a CSV (and the same faces as folders)."""
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
     root = tmp_path_factory.mktemp("fer")
-    rows = fer_rows(42, 21, seed=5)
+    rows = fer_rows(140, 21, seed=5)
     return rows, write_fer_csv(root / "fer.csv", *rows), write_fer_folder(root / "tree", *rows)
 
 
@@ -150,7 +150,8 @@ def test_card_describes_the_model(exported):
     assert f"--arch {arch} --out runs/{arch}" in card
     assert f"python -m train export runs/{arch} --out models/{arch}.onnx" in card
     assert f"T = {float(meta['facevalue.temperature']):.3f}" in card
-    assert "clean_training` kept 42 Training rows" in card
+    assert "clean_training` kept 140 Training rows" in card
+    assert "validation slice (10% of each class, 14 faces" in card
     for png in (".curves.png", ".confusion.png"):
         assert model.with_suffix(png).read_bytes()[:4] == b"\x89PNG"
     if arch == "fvnet":

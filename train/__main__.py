@@ -17,7 +17,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="fer2013.csv(.gz) or an image-folder tree (train/, test/).")
-@click.option("--arch", type=click.Choice(["fvc2017", "fvnet"]), default="fvnet",
+@click.option("--arch", type=click.Choice(["fvc2017", "fvnet", "fvnet64"]), default="fvnet",
               show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder; an unfinished run there is resumed.")
@@ -29,7 +29,7 @@ def cli() -> None:
               help="Fine-tune from this finished run's best weights (a second, lighter cycle).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
 def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
-    """Fit ARCH on the Training rows, selecting the best epoch on PublicTest."""
+    """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from facevalue.fer2013 import DataError
     from train.fit import RunError
     from train.fit import fit as run_fit

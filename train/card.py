@@ -31,8 +31,8 @@ REMOVED = {
     "conflicting_label_rows": "every copy of an image whose copies disagree on the label",
 }
 
-LAYER_NAMES = {"BatchNormalization": "batch norm", "Flatten": "flatten",
-               "GlobalAveragePooling2D": "global average pool"}
+LAYER_NAMES = {"BatchNormalization": "batch norm", "FusedBatchNorm": "batch norm",
+               "Flatten": "flatten", "GlobalAveragePooling2D": "global average pool"}
 
 # What a reader comparing with the literature should know about an architecture.
 NOTES = {
@@ -123,15 +123,29 @@ def rebuild_commands(run: Path, model: Path, config: dict, tta: str) -> str:
     return "```sh\n" + "\n".join(fits) + f"\n{export}\n```"
 
 
+def selection_name(config: dict) -> str:
+    """What the run selected its epoch on: PublicTest (runs before 2026-12) or its slice."""
+    return "PublicTest" if config.get("selected_on", "PublicTest") == "PublicTest" \
+        else "the validation slice"
+
+
 def _data_section(config: dict) -> list[str]:
     removed = config.get("removed", {})
+    if selection_name(config) == "PublicTest":
+        splits = (f"Splits as published: Training to fit, PublicTest ({config['val_rows']:,} "
+                  "faces) to pick the best epoch, choose test-time flips, fit the temperature, "
+                  "and report. Our copy has no PrivateTest rows, so the figures below are on "
+                  "the split used for selection: slightly optimistic.")
+    else:
+        splits = (f"Training to fit, less a validation slice ({config['val_fraction']:.0%} of "
+                  f"each class, {config['val_rows']:,} faces, the same for every run) that picks "
+                  "the best epoch, chooses test-time flips and fits the temperature. PublicTest "
+                  "is only measured, so its figures below are honest test figures.")
     lines = ["## Data", "",
              f"FER2013 in Kaggle's CSV layout (`{config['data']}`, sha256 of pixels and labels "
-             f"`{config['data_sha256']}`). Splits as published: Training to fit, PublicTest "
-             f"({config['val_rows']:,} faces) to pick the best epoch, choose test-time flips, "
-             "fit the temperature, and report. Our copy has no PrivateTest rows, so the figures "
-             "below are on the split used for selection: slightly optimistic.", "",
-             f"`clean_training` kept {config['train_rows']:,} Training rows and removed:", "",
+             f"`{config['data_sha256']}`). {splits}", "",
+             f"`clean_training` kept {removed.get('kept', config['train_rows']):,} Training rows "
+             "and removed:", "",
              "| removed | rows |", "|---|---:|"]
     lines += [f"| {text} | {removed.get(key, 0):,} |" for key, text in REMOVED.items()]
     return lines
@@ -187,20 +201,22 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
     return ["## Training", "",
             f"{start}{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
             f"{per_epoch} (training and validation) on {describe_hardware(config)}. The best "
-            f"PublicTest accuracy came at epoch {meta['facevalue.best_epoch']}, and that "
-            f"checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} batches, "
-            f"{float(best['val_accuracy']):.1%} on PublicTest.", "",
+            f"accuracy on {selection_name(config)} came at epoch {meta['facevalue.best_epoch']}, "
+            f"and that checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} "
+            f"batches, {float(best['val_accuracy']):.1%} on {selection_name(config)}.", "",
             f"![training curves]({curves})"]
 
 
 def _results_section(evaluation: Evaluation, meta: dict, confusion: str) -> list[str]:
-    by_tta = json.loads(meta["facevalue.public_test_accuracy_by_tta"])
+    selected_on = meta.get("facevalue.selected_on", "PublicTest")
+    by_tta = json.loads(meta.get("facevalue.selection_accuracy_by_tta")
+                        or meta["facevalue.public_test_accuracy_by_tta"])
     folded = "folded into the graph" if meta["facevalue.tta"] == "hflip" else "not used"
     lines = ["## PublicTest results (the exported ONNX file, onnxruntime)", "",
              f"Accuracy **{evaluation.accuracy:.2%}** on {evaluation.n:,} faces, macro F1 "
-             f"{evaluation.macro_f1:.3f}. Flip averaging: {by_tta['none']:.2%} without, "
-             f"{by_tta['hflip']:.2%} with; {folded}. onnxruntime matches TensorFlow within "
-             f"{meta['facevalue.parity_max_abs']} (max abs, probabilities).", "",
+             f"{evaluation.macro_f1:.3f}. Flip averaging ({selected_on}): {by_tta['none']:.2%} "
+             f"without, {by_tta['hflip']:.2%} with; {folded}. onnxruntime matches TensorFlow "
+             f"within {meta['facevalue.parity_max_abs']} (max abs, probabilities).", "",
              "| class | precision | recall | F1 | faces |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
               for c in evaluation.per_class]
@@ -208,23 +224,27 @@ def _results_section(evaluation: Evaluation, meta: dict, confusion: str) -> list
 
 
 def _calibration_section(meta: dict) -> list[str]:
+    where = meta.get("facevalue.selected_on", "PublicTest")
     return ["## Calibration", "",
-            f"One temperature T = {float(meta['facevalue.temperature']):.3f}, fitted on PublicTest "
+            f"One temperature T = {float(meta['facevalue.temperature']):.3f}, fitted on {where} "
             "by minimising the negative log-likelihood, divides the logits in the exported "
-            f"graph (predictions unchanged). Expected calibration error ({ECE_BINS} bins): "
-            f"{meta['facevalue.ece_before']} before, {meta['facevalue.ece_after']} after "
-            f"({meta['facevalue.ece_after_crossfit']} when T is fitted on one half of "
-            "PublicTest and measured on the other)."]
+            f"graph (predictions unchanged). Expected calibration error ({ECE_BINS} bins, on "
+            f"{where}): {meta['facevalue.ece_before']} before, {meta['facevalue.ece_after']} "
+            f"after ({meta['facevalue.ece_after_crossfit']} when T is fitted on one half and "
+            "measured on the other)."]
 
 
-def _literature_section(accuracy: float, arch: str) -> list[str]:
+def _literature_section(accuracy: float, config: dict) -> list[str]:
+    arch = config["arch"]
+    caveat = (", the split also used for selection, so the comparison is indicative only"
+              if selection_name(config) == "PublicTest" else
+              " (never used for selection), so the comparison is indicative only")
     lines = ["## Compared with the literature", "",
              "| model | FER2013 test accuracy |", "|---|---:|"]
     lines += [f"| {name} | {acc:.1%} |" for name, acc in LITERATURE]
     lines += [f"| **this model** (PublicTest) | **{accuracy:.1%}** |", "",
               "Published figures are mostly on PrivateTest (or both test splits) of the "
-              "original lossless CSV; ours is on PublicTest of a JPEG-recompressed copy, the "
-              "split also used for selection, so the comparison is indicative only."]
+              f"original lossless CSV; ours is on PublicTest of a JPEG-recompressed copy{caveat}."]
     return lines + ["", NOTES[arch]] if arch in NOTES else lines
 
 
@@ -255,7 +275,7 @@ def write_card(run: str | Path, model: str | Path, evaluation: Evaluation, netwo
                     _training_section(run, config, meta, curves.name),
                     _results_section(evaluation, meta, confusion.name),
                     _calibration_section(meta),
-                    _literature_section(evaluation.accuracy, config["arch"]),
+                    _literature_section(evaluation.accuracy, config),
                     ["## Rebuild", "",
                      rebuild_commands(run, model, config, meta["facevalue.tta"])]):
         lines += section + [""]

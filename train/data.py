@@ -43,22 +43,112 @@ def random_erasing(batch: tf.Tensor, seed: int, p: float = 0.5) -> tf.Tensor:
     return batch * (1 - mask) + noise * mask
 
 
+def affine(batch: tf.Tensor, seed: int, rotate: float = 15.0, scale: float = 0.15,
+           shift: float = 0.1) -> tf.Tensor:
+    """Flip, rotate (degrees), zoom and shift each face at random, in one resampling pass.
+
+    Faces found in photos come tilted and framed a little differently each time (the crop
+    follows a detector box); one composed transform per face costs one pass over the batch
+    where four Keras layers cost four, and blurs the face once instead of four times.
+    """
+    n = tf.shape(batch)[0]
+    h, w = batch.shape[1], batch.shape[2]
+
+    def uniform(low, high, k):
+        return tf.random.uniform([n], low, high, seed=seed + k)
+
+    angle = uniform(-rotate, rotate, 11) * (np.pi / 180)
+    zoom = uniform(1 - scale, 1 + scale, 12)
+    flip = tf.where(uniform(0.0, 1.0, 13) < 0.5, -1.0, 1.0)
+    tx, ty = uniform(-shift, shift, 14) * w, uniform(-shift, shift, 15) * h
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    # output (x, y) -> input: centre + A (out - centre) + shift, A = rotation / zoom x flip
+    a0, a1, b0, b1 = cos * flip, -sin, sin * flip, cos
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    a2 = cx + tx - a0 * cx - a1 * cy
+    b2 = cy + ty - b0 * cx - b1 * cy
+    zeros = tf.zeros([n])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=transforms, output_shape=[h, w], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def lighting(batch: tf.Tensor, seed: int) -> tf.Tensor:
+    """Random gamma, contrast and brightness per face: studio, flash and window light."""
+    n = tf.shape(batch)[0]
+
+    def uniform(low, high, k):
+        return tf.random.uniform([n, 1, 1, 1], low, high, seed=seed + k)
+
+    x = tf.pow(tf.clip_by_value(batch, 1e-4, 1.0), tf.exp(uniform(-0.4, 0.4, 21)))
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * uniform(0.6, 1.4, 22) + mean + uniform(-0.12, 0.12, 23)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def blur(batch: tf.Tensor, seed: int, p: float = 0.3) -> tf.Tensor:
+    """Soften a share ``p`` of the faces: a Gaussian of random strength, or a low-resolution
+    copy (a face of 16-40 px in the photo, scaled up), as small or out-of-focus faces are."""
+    n = tf.shape(batch)[0]
+    h, w = batch.shape[1], batch.shape[2]
+    taps = np.exp(-0.5 * np.arange(-2, 3) ** 2 / 1.2**2)
+    kernel = np.outer(taps, taps) / np.outer(taps, taps).sum()
+    gauss = tf.nn.depthwise_conv2d(tf.pad(batch, [[0, 0], [2, 2], [2, 2], [0, 0]], "REFLECT"),
+                                   tf.constant(kernel[..., None, None], batch.dtype),
+                                   [1, 1, 1, 1], "VALID")
+    side = tf.random.uniform([], 16, 41, tf.int32, seed=seed + 31)
+    small = tf.image.resize(tf.image.resize(batch, [side, side], "area"), [h, w], "bilinear")
+    strength = tf.random.uniform([n, 1, 1, 1], 0.0, 1.0, seed=seed + 32)
+    which = tf.random.uniform([n, 1, 1, 1], seed=seed + 33)
+    softened = tf.where(which < p / 2, small, batch + strength * (gauss - batch))
+    return tf.where(which < p, softened, batch)
+
+
+def jpeg(image: tf.Tensor, seed: int, p: float = 0.3) -> tf.Tensor:
+    """Re-encode a share ``p`` of the faces as JPEG at quality 20-90 (one face at a time:
+    TensorFlow's codec takes no batches)."""
+    quality = tf.random.uniform([], 20, 91, tf.int32, seed=seed + 41)
+    coded = tf.cond(tf.random.uniform([], seed=seed + 42) < p,
+                    lambda: tf.image.adjust_jpeg_quality(image, quality), lambda: image)
+    return tf.reshape(coded, image.shape)  # the codec forgets the static shape
+
+
+def photo_augment(batch: tf.Tensor, seed: int) -> tf.Tensor:
+    """What faces cut from real photos vary by: pose and framing, light, blur, sensor noise."""
+    x = blur(lighting(affine(batch, seed), seed), seed)
+    noise = tf.random.normal(tf.shape(x), seed=seed + 51)
+    sigma = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], 0.0, 0.03, seed=seed + 52)
+    return random_erasing(tf.clip_by_value(x + sigma * noise, 0.0, 1.0), seed + 53)
+
+
 def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
-                     label_smoothing: float) -> tf.data.Dataset:
-    """Shuffled, batched, optionally augmented (flip, shift, rotate, zoom, erase) batches."""
+                     photo: bool = False) -> tf.data.Dataset:
+    """Shuffled, batched, optionally augmented batches.
+
+    ``augment``: flip, shift, rotate, zoom and erase (the recipe the 2026-11 models were
+    trained with); with ``photo`` as well, ``photo_augment`` and JPEG re-encoding replace it.
+    """
     x = to_inputs(faces.images)
     y = tf.one_hot(faces.labels, N_CLASSES).numpy()
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    if augment:
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment and photo:
+        ds = ds.map(lambda a, b: (jpeg(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(lambda a, b: (photo_augment(a, seed), b),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+    elif augment:
         geometry = tf.keras.Sequential([
             layers.RandomFlip("horizontal", seed=seed),
             layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
             layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed + 2),
             layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 3),
         ])
-        ds = ds.map(lambda a, b: (random_erasing(geometry(a, training=True), seed + 4), b),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(
+            lambda a, b: (random_erasing(geometry(a, training=True), seed + 4), b),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,10 +1,12 @@
 """Export a training run to a contract-carrying ONNX classifier that facevalue can score with.
 
 The exported graph is ``softmax(mean(logits(x), logits(flip(x))) / T)``: the architectures
-output logits, so flip averaging (kept only when it helps on PublicTest) and the fitted
-temperature are folded in here, and the scorer needs no TensorFlow and no post-processing.
-A file is written only when onnxruntime reproduces the TensorFlow function on real PublicTest
-faces within ``PARITY_TOLERANCE``.
+output logits, so flip averaging (kept only when it helps) and the fitted temperature are
+folded in here, and the scorer needs no TensorFlow and no post-processing. Flips and T are
+chosen on the run's validation slice of Training (``train.fit.load_splits``), the data its
+epoch was selected on, so PublicTest is only measured; runs made before the slice existed
+selected on PublicTest, and their metadata says so. A file is written only when onnxruntime
+reproduces the TensorFlow function on real PublicTest faces within ``PARITY_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -84,16 +86,20 @@ def load_float32(run: Path) -> tuple[keras.Model, dict]:
     return model, config
 
 
-def public_test(data: str | Path, config: dict) -> fer2013.FaceSet:
-    """PublicTest faces of ``data``, refusing data other than what the run trained on."""
+def selection_and_test(data: str | Path, config: dict
+                       ) -> tuple[fer2013.FaceSet, fer2013.FaceSet]:
+    """The faces the run selects on and its PublicTest faces, refusing other data."""
+    from train.fit import load_splits
+
     faces = fer2013.load(data)
     if fer2013.fingerprint(faces) != config["data_sha256"]:
         raise ExportError(f"{data} is not the data set the run was trained on "
                           f"(sha256 differs from config.json's {config['data_sha256'][:12]}...)")
-    val = faces.split("PublicTest")
-    if len(val) == 0:
-        raise ExportError(f"{data}: no PublicTest rows to check and calibrate on")
-    return val
+    public = faces.split("PublicTest")
+    if len(public) == 0:
+        raise ExportError(f"{data}: no PublicTest rows to check on")
+    _, selection, _ = load_splits(data, config.get("val_fraction", 0.0))
+    return selection, public
 
 
 def serving_function(model: keras.Model, temperature: float, tta: str):
@@ -112,14 +118,15 @@ def serving_function(model: keras.Model, temperature: float, tta: str):
 
 def choose_tta(model: keras.Model, x: np.ndarray, labels: np.ndarray,
                tta: str) -> tuple[str, np.ndarray, dict[str, float]]:
-    """Measure PublicTest accuracy with and without flip averaging; keep flips if they help."""
+    """Measure accuracy on the selection faces with and without flip averaging; keep flips
+    if they help."""
     plain = model.predict(x, batch_size=512, verbose=0)
     flipped = model.predict(x[:, :, ::-1], batch_size=512, verbose=0)
     logits = {"none": plain, "hflip": (plain + flipped) / 2.0}
     accuracy = {k: float(np.mean(v.argmax(axis=1) == labels)) for k, v in logits.items()}
     if tta == "auto":
         tta = "hflip" if accuracy["hflip"] > accuracy["none"] else "none"
-    log.info("PublicTest accuracy without flips %.4f, with flips %.4f: using %s",
+    log.info("selection accuracy without flips %.4f, with flips %.4f: using %s",
              accuracy["none"], accuracy["hflip"], tta)
     return tta, logits[tta], accuracy
 
@@ -160,7 +167,10 @@ def metadata(run: Path, config: dict, accuracy: float, tta: str,
         "facevalue.architecture": config["arch"],
         "facevalue.train_data_sha256": config["data_sha256"],
         "facevalue.public_test_accuracy": f"{accuracy:.4f}",
-        "facevalue.public_test_accuracy_by_tta": json.dumps(
+        # epoch, flips and temperature were chosen on these faces, never on PublicTest
+        # (unless this says PublicTest: runs made before 2026-12)
+        "facevalue.selected_on": config.get("selected_on", "PublicTest"),
+        "facevalue.selection_accuracy_by_tta": json.dumps(
             {k: round(v, 4) for k, v in accuracy_by_tta.items()}),
         "facevalue.temperature": f"{cal.temperature:.4f}",
         "facevalue.tta": tta,
@@ -185,11 +195,12 @@ def export(run: str | Path, out: str | Path, data: str | Path | None = None,
     if tta not in TTA_CHOICES:
         raise ExportError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
     model, config = load_float32(run)
-    val = public_test(data or config["data"], config)
+    selection, public = selection_and_test(data or config["data"], config)
     # The very tensor facevalue's scorer builds, so the accuracy below is the one it will see.
-    x = to_input(val.images[..., None], CONTRACT)
-    tta, logits, accuracy_by_tta = choose_tta(model, x, val.labels, tta)
-    cal = calibrate.calibrate(logits, val.labels)
+    x = to_input(public.images[..., None], CONTRACT)
+    tta, logits, accuracy_by_tta = choose_tta(
+        model, to_input(selection.images[..., None], CONTRACT), selection.labels, tta)
+    cal = calibrate.calibrate(logits, selection.labels)
     log.info("temperature %.3f: ECE %.4f -> %.4f (cross-fitted %.4f)", cal.temperature,
              cal.ece_before, cal.ece_after, cal.ece_after_crossfit)
     serve = serving_function(model, cal.temperature, tta)
@@ -198,7 +209,7 @@ def export(run: str | Path, out: str | Path, data: str | Path | None = None,
     if not parity <= PARITY_TOLERANCE:
         raise ExportError(f"onnxruntime differs from TensorFlow by {parity:.2e} on PublicTest "
                           f"(limit {PARITY_TOLERANCE:.0e}); nothing written")
-    evaluation = score(probs, val.labels, model=str(out), split="PublicTest")
+    evaluation = score(probs, public.labels, model=str(out), split="PublicTest")
     meta = metadata(run, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
     onnx.helper.set_model_props(proto, meta)
     record_checksum(out, write_atomic(proto, out))

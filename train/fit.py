@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facevalue import fer2013
@@ -22,20 +23,51 @@ class RunError(ValueError):
     """A run folder that cannot be used as asked (the message says which and why)."""
 
 
-def load_splits(data: str | Path) -> tuple[fer2013.FaceSet, fer2013.FaceSet, dict]:
-    """Training rows (cleaned of FER2013's warts) and the PublicTest rows to select on."""
+# The validation slice is the same for every run and seed, so runs compare on equal terms.
+VAL_SEED = 2013
+
+
+def load_splits(data: str | Path, val_fraction: float
+                ) -> tuple[fer2013.FaceSet, fer2013.FaceSet, dict]:
+    """Cleaned Training rows to fit on, and the slice of Training to select on.
+
+    Epochs, temperature and test-time choices are selected on ``val_fraction`` of the cleaned
+    Training rows (stratified by label, the same rows for every run), so PublicTest stays an
+    honest test set. ``val_fraction`` 0 selects on PublicTest, as runs before 2026-12 did.
+    """
     faces = fer2013.load(data)
     train = faces.split("Training")
     held_out = fer2013.FaceSet(faces.images[faces.usage != "Training"],
                                faces.labels[faces.usage != "Training"],
                                faces.usage[faces.usage != "Training"])
-    val = faces.split("PublicTest")
-    if len(train) == 0 or len(val) == 0:
+    public = faces.split("PublicTest")
+    if len(train) == 0 or len(public) == 0:
         raise fer2013.DataError(f"{data}: needs both Training and PublicTest rows")
     train, removed = fer2013.clean_training(train, held_out)
+    if val_fraction:
+        train, val = validation_slice(train, val_fraction)
+    else:
+        val = public
     info = {"data_sha256": fer2013.fingerprint(faces), "train_rows": len(train),
-            "val_rows": len(val), "removed": removed}
+            "val_rows": len(val), "val_fraction": val_fraction,
+            "selected_on": "Training slice" if val_fraction else "PublicTest",
+            "removed": removed}
     return train, val, info
+
+
+def validation_slice(train: fer2013.FaceSet, fraction: float
+                     ) -> tuple[fer2013.FaceSet, fer2013.FaceSet]:
+    """Split off ``fraction`` of each label's rows (at least one), by a fixed seed."""
+    rng = np.random.default_rng(VAL_SEED)
+    val = np.zeros(len(train), bool)
+    for label in np.unique(train.labels):
+        rows = np.flatnonzero(train.labels == label)
+        val[rng.permutation(rows)[:max(1, round(fraction * len(rows)))]] = True
+
+    def subset(keep: np.ndarray) -> fer2013.FaceSet:
+        return fer2013.FaceSet(train.images[keep], train.labels[keep], train.usage[keep])
+
+    return subset(~val), subset(val)
 
 
 def _optimizer(recipe: archs.Recipe, steps_per_epoch: int, epochs: int) -> keras.Optimizer:
@@ -67,9 +99,10 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     """Train ``arch`` into the run folder ``out``; resume if ``out`` holds an unfinished run.
 
     The folder gets ``config.json``, ``log.csv`` (one row per epoch), ``best.keras`` (highest
-    PublicTest accuracy), ``last.keras`` (to resume) and ``curves.png``. With ``init`` (a
-    finished run folder of the same architecture) training starts from that run's best
-    weights under the architecture's fine-tuning recipe instead of from scratch.
+    accuracy on the validation slice of Training, see ``load_splits``), ``last.keras`` (to
+    resume) and ``curves.png``. With ``init`` (a finished run folder of the same
+    architecture) training starts from that run's best weights under the architecture's
+    fine-tuning recipe instead of from scratch.
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
@@ -87,7 +120,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    train, val, info = load_splits(data)
+    train, val, info = load_splits(data, recipe.val_fraction)
     if limit:
         train = fer2013.FaceSet(train.images[:limit], train.labels[:limit], train.usage[:limit])
         val = fer2013.FaceSet(val.images[:limit], val.labels[:limit], val.usage[:limit])
@@ -117,7 +150,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
                       metrics=["accuracy"])
     started = time.time()
     model.fit(
-        training_dataset(train, recipe.batch_size, recipe.augment, seed, recipe.label_smoothing),
+        training_dataset(train, recipe.batch_size, recipe.augment, seed,
+                         photo=recipe.photo_augment),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy",
