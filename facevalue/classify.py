@@ -144,6 +144,31 @@ class Classifier:
         check_providers(self.providers, self.device)
         self.contract = _contract(self.session, self.path)
         self.input_name, self.output_name = _check_io(self.session, self.contract, self.path)
+        self._probe()
+
+    def _probe(self) -> None:
+        """Refuse a model whose outputs are not probabilities, before it scores a photo.
+
+        A model exported without its softmax (logits) or broken into NaNs would otherwise
+        fill the tables with numbers that look like scores. Crops of a mid-grey ramp and
+        noise stand in for faces: any model honouring the contract gives rows of finite
+        values in [0, 1] summing to 1.
+        """
+        height, width = self.contract.input_size
+        channels = 1 if self.contract.color_mode == "grayscale" else 3
+        rng = np.random.default_rng(0)
+        crops = rng.integers(0, 256, (PROBE_FACES, height, width, channels), dtype=np.uint8)
+        crops[0] = 128
+        try:
+            probs = self.predict(crops)
+        except (*ORT_ERRORS, ValueError) as e:
+            raise ModelError(f"{self.path}: fails on a probe batch ({_short(e)})") from e
+        if not (np.isfinite(probs).all() and (probs >= -PROBE_TOLERANCE).all()
+                and (probs <= 1 + PROBE_TOLERANCE).all()
+                and np.allclose(probs.sum(axis=1), 1, atol=PROBE_TOLERANCE)):
+            raise ModelError(f"{self.path}: its outputs are not probabilities (finite, 0-1, "
+                             f"summing to 1; a probe row gave {np.round(probs[0], 3).tolist()});"
+                             " export it with the softmax in the graph")
 
     @property
     def name(self) -> str:
@@ -221,6 +246,11 @@ def to_input(faces: np.ndarray, contract: Contract) -> np.ndarray:
     return inputs.transpose(0, 3, 1, 2) if contract.layout == "NCHW" else inputs
 
 
+# The probe batch every classifier must turn into probabilities when it is loaded.
+PROBE_FACES = 4
+PROBE_TOLERANCE = 1e-3
+
+
 def _read_model(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -237,6 +267,8 @@ def _session(data: bytes, path: Path, device: str,
     providers = resolve_providers(device)
     try:
         return ort.InferenceSession(data, options, providers=providers)
+    except UnicodeDecodeError as e:  # onnxruntime failed to decode its own error message
+        raise ModelError(f"{path}: not a usable ONNX model (a damaged file?)") from e
     except ORT_ERRORS as e:
         if device == "auto" and providers != [CPU]:
             log.info("device auto: CUDA session failed (%s); trying CPU", _short(e))
@@ -249,6 +281,8 @@ def _contract(session: ort.InferenceSession, path: Path) -> Contract:
         return from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
     except ContractError as e:
         raise ModelError(str(e)) from e
+    except UnicodeDecodeError as e:  # a damaged file whose metadata is no longer text
+        raise ModelError(f"{path}: its metadata cannot be read (a damaged file?)") from e
 
 
 def _check_io(session: ort.InferenceSession, contract: Contract, path: Path) -> tuple[str, str]:

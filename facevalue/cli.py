@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -278,6 +279,30 @@ def train(args: tuple[str, ...]) -> None:
     raise SystemExit(subprocess.call([sys.executable, "-m", "train", *args]))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (temp files go)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point: exit codes 1 (error), 2 (usage), 130 (Ctrl-C), 143 (SIGTERM).
+
+    Click's own handling turns Ctrl-C into "Aborted!" and exit code 1; shells and job
+    schedulers expect 128 + the signal's number.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort as e:
+        terminated = isinstance(e.__cause__, Terminated)
+        click.echo(f"facevalue: {'terminated' if terminated else 'interrupted'}; no output "
+                   "file was left half-written (facevalue score keeps the photos it scored: "
+                   "run it again to continue)", err=True)
+        sys.exit(143 if terminated else 130)
+    sys.exit(code if isinstance(code, int) else 0)

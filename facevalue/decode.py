@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ UNREADABLE = "unreadable"
 TOO_LARGE = "too_large"
 
 DEFAULT_MAX_PIXELS = 100_000_000
+# No photo worth scoring is this large (a 100-megapixel TIFF, uncompressed, is 300 MB); the
+# limit stops a link to a device or a sparse file from being read into memory.
+DEFAULT_MAX_BYTES = 512 * 2**20
 # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (libjpeg does this almost for free) as long as
 # the long side stays at least this large: a face a twentieth of the photo wide still gets
 # more pixels than the classifier's 48 x 48 input.
@@ -61,15 +66,41 @@ class Decoded:
         return self.width / self.image.shape[1], self.height / self.image.shape[0]
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The file's bytes; an unreadable or empty file raises DecodeError."""
+def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The file's bytes; an unreadable, special, empty or oversized file raises DecodeError.
+
+    The file is checked before it is opened: opening a FIFO blocks until someone writes to
+    it, and a link to ``/dev/zero`` or a huge sparse file would be read without end. What it
+    is (after following links) is taken from one ``fstat`` of the open file where possible.
+    """
     try:
-        data = Path(path).read_bytes()
+        info = os.stat(path)
+    except OSError as e:
+        raise DecodeError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
+    if not stat.S_ISREG(info.st_mode):
+        raise DecodeError(UNREADABLE, f"not a regular file ({_file_kind(info.st_mode)})")
+    if info.st_size > max_bytes:
+        raise DecodeError(TOO_LARGE, f"{info.st_size:,} bytes exceeds the limit of "
+                          f"{max_bytes:,} bytes for one photo")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # the file may have grown since the stat
     except OSError as e:
         raise DecodeError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
     if not data:
         raise DecodeError(EMPTY, "file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise DecodeError(TOO_LARGE, f"more than {max_bytes:,} bytes, the limit for one photo")
     return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -81,8 +112,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not data:
         raise DecodeError(EMPTY, "file is empty (0 bytes)")
     size = image_size(data)
-    if size is not None:
-        _check_pixels(size[0], size[1], max_pixels)
+    if size is None:
+        # Every format decoded here has its size read from its header first; anything
+        # else (GIF, PPM, JPEG 2000 ... under a photo's name) could claim any size.
+        raise DecodeError(UNREADABLE, "not a JPEG, PNG, BMP, WebP or TIFF file (or its "
+                          "header is damaged)")
+    _check_pixels(size[0], size[1], max_pixels)
     factor = _reduction(data, size, min_side)
     buf = np.frombuffer(data, np.uint8)
     try:
@@ -95,8 +130,6 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if image is None or image.size == 0:
         raise DecodeError(UNREADABLE, "not an image OpenCV can decode (corrupt, truncated "
                           "or another format)")
-    if size is None:  # header not understood: OpenCV's own limit guarded the decode
-        _check_pixels(image.shape[1], image.shape[0], max_pixels)
     height, width = _original_shape(image.shape[:2], size, factor)
     return Decoded(np.ascontiguousarray(image), height, width)
 
@@ -109,17 +142,17 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise DecodeError(UNREADABLE, f"header claims a {width} x {height} image")
 
 
-def _reduction(data: bytes, size: tuple[int, int] | None, min_side: int) -> int:
+def _reduction(data: bytes, size: tuple[int, int], min_side: int) -> int:
     """The largest JPEG reduction that keeps the long side at least ``min_side``."""
-    if size is None or not data.startswith(b"\xff\xd8"):
+    if not data.startswith(b"\xff\xd8"):
         return 1
     return next((f for f in (8, 4, 2) if max(size) / f >= min_side), 1)
 
 
-def _original_shape(decoded: tuple[int, int], size: tuple[int, int] | None,
+def _original_shape(decoded: tuple[int, int], size: tuple[int, int],
                     factor: int) -> tuple[int, int]:
     """The full-size (height, width) after EXIF rotation, from the header and decoded shape."""
-    if size is None or factor == 1:
+    if factor == 1:
         return decoded
     width, height = size
     reduced = (math.ceil(height / factor), math.ceil(width / factor))

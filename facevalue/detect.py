@@ -41,11 +41,17 @@ ZOOM_OUT_MARGIN = 0.3
 # so faces down to ~1/16 of the photo are found (the whole-photo look stops near 1/9).
 TILE_SIZE = 0.5
 # FER2013-like crop: a square of CROP_SCALE x the box's longer side, its centre CROP_SHIFT box
-# heights below the box centre (negative: up, to take in the forehead as FER2013 faces do).
-# Chosen on faces-dev by end-to-end accuracy and a grid against FER2013 faces
-# (bench/detector_choice.md).
+# heights below the box centre (negative: up, to take in the forehead as FER2013 faces do),
+# turned about its centre so the eye line is level (ALIGN). Chosen on faces-dev by end-to-end
+# accuracy (bench/framing.py; the first grid is in bench/detector_choice.md).
 CROP_SCALE = 1.2
 CROP_SHIFT = -0.1
+ALIGN = True
+# Roll beyond this is not trusted to the eye keypoints (a profile's far eye is a guess).
+MAX_ROLL = 45.0
+# Output columns of the model: box (cx, cy, w, h), then six (x, y) keypoints, of which the
+# first two are the right and left eye.
+KEYPOINTS = 6
 COLOR_MODES = ("grayscale", "rgb")
 
 
@@ -55,23 +61,39 @@ class DetectorError(ValueError):
 
 @dataclass(frozen=True)
 class Box:
-    """A face: pixel box in the image passed to ``detect`` and the detector's confidence."""
+    """A face: pixel box in the image passed to ``detect`` and the detector's confidence.
+
+    ``eyes`` holds the centres of the person's right and left eye (x, y, x, y; the right eye
+    is on the image's left in a frontal face) where the detector gives them: the crop is
+    turned so that the eye line is level.
+    """
 
     x: int
     y: int
     w: int
     h: int
     score: float
+    eyes: tuple[float, float, float, float] | None = None
 
     @property
     def area(self) -> int:
         """Box area in pixels (faces are ranked by it: the main face is the largest)."""
         return self.w * self.h
 
+    @property
+    def roll(self) -> float:
+        """The eye line's angle in degrees, clockwise in the image (0 without eyes)."""
+        if self.eyes is None:
+            return 0.0
+        rx, ry, lx, ly = self.eyes
+        return math.degrees(math.atan2(ly - ry, lx - rx))
+
     def scaled(self, factor: float) -> Box:
         """The box in an image ``factor`` times as large (for detection on a reduced copy)."""
+        eyes = None if self.eyes is None else tuple(v * factor for v in self.eyes)
         return Box(round(self.x * factor), round(self.y * factor),
-                   round(self.w * factor), round(self.h * factor), self.score)
+                   round(self.w * factor), round(self.h * factor), self.score,
+                   eyes)  # type: ignore[arg-type]
 
 
 def default_model_path() -> Path:
@@ -137,10 +159,21 @@ def letterbox(image: np.ndarray, margin: float = 0.0
 
 
 def decode_boxes(regressors: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Anchor offsets to (x0, y0, x1, y1) in the 128-px letterbox frame (keypoints unused)."""
-    centres = regressors[:, :2] + anchors * INPUT_SIZE
+    """Anchor offsets to (x0, y0, x1, y1, then six keypoints x, y) in the 128-px letterbox.
+
+    Each row has 16 values; the first four are the box corners, the next two pairs the right
+    and left eye.
+    """
+    offsets = anchors * INPUT_SIZE
+    centres = regressors[:, :2] + offsets
     half = regressors[:, 2:4] / 2
-    return np.concatenate([centres - half, centres + half], axis=1)
+    keypoints = regressors[:, 4:4 + 2 * KEYPOINTS] + np.tile(offsets, KEYPOINTS)
+    return np.concatenate([centres - half, centres + half, keypoints], axis=1)
+
+
+def _shift(points: np.ndarray, x: float, y: float) -> np.ndarray:
+    """Add (x, y) to every point of decode_boxes' rows (corners and keypoints alike)."""
+    return points + np.tile([x, y], points.shape[1] // 2)
 
 
 def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -158,14 +191,15 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float
     """MediaPipe's weighted non-maximum suppression.
 
     Each cluster of overlapping candidates becomes one box, the score-weighted mean of the
-    cluster, with the best score. Averaging steadies the box between neighbouring anchors,
-    which plain NMS would pick from at random.
+    cluster (keypoints averaged alike), with the best score. Averaging steadies the box between
+    neighbouring anchors, which plain NMS would pick from at random. Overlap is measured on
+    each row's first four values, the corners.
     """
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     kept = []
     while len(scores):
-        cluster = iou(boxes[0], boxes) > threshold
+        cluster = iou(boxes[0, :4], boxes[:, :4]) > threshold
         cluster[0] = True
         weights = scores[cluster][:, None]
         kept.append(((boxes[cluster] * weights).sum(0) / weights.sum(), float(scores[0])))
@@ -181,28 +215,38 @@ def drop_nested(faces: list[tuple[np.ndarray, float]], limit: float = NESTED_LIM
     face; IoU is small there, so NMS keeps both. Two real faces never nest like that.
     """
     kept: list[tuple[np.ndarray, float]] = []
-    for box, score in faces:  # best score first, as weighted_nms returns them
+    for points, score in faces:  # best score first, as weighted_nms returns them
         nested = False
-        for other, _ in kept:
+        box = points[:4]
+        for other_points, _ in kept:
+            other = other_points[:4]
             top_left = np.maximum(box[:2], other[:2])
             bottom_right = np.minimum(box[2:], other[2:])
             inter = np.prod(np.clip(bottom_right - top_left, 0, None))
             smaller = min(np.prod(box[2:] - box[:2]), np.prod(other[2:] - other[:2]))
             nested = nested or inter > limit * max(smaller, 1e-9)
         if not nested:
-            kept.append((box, score))
+            kept.append((points, score))
     return kept
 
 
-def to_pixels(corners: np.ndarray, shape: tuple[int, ...], score: float) -> Box | None:
-    """A Box from (x0, y0, x1, y1), clipped to the image; None if nothing is left."""
-    x0, y0, x1, y1 = corners
+def to_pixels(points: np.ndarray, shape: tuple[int, ...], score: float) -> Box | None:
+    """A Box from (x0, y0, x1, y1[, keypoints]), clipped to the image; None if nothing is left.
+
+    The eyes are kept unclipped (a crop may reach past the image edge) when the eye line's
+    roll is within MAX_ROLL.
+    """
+    x0, y0, x1, y1 = points[:4]
     height, width = shape[:2]
     x0, x1 = np.clip([x0, x1], 0, width)
     y0, y1 = np.clip([y0, y1], 0, height)
     x, y = round(float(x0)), round(float(y0))
     w, h = round(float(x1)) - x, round(float(y1)) - y
-    return Box(x, y, w, h, score) if w > 0 and h > 0 else None
+    eyes = tuple(float(v) for v in points[4:8]) if len(points) >= 8 else None
+    box = Box(x, y, w, h, score, eyes)  # type: ignore[arg-type]
+    if abs(box.roll) > MAX_ROLL:
+        box = Box(x, y, w, h, score)
+    return box if w > 0 and h > 0 else None
 
 
 def check_image(image: np.ndarray) -> None:
@@ -294,15 +338,15 @@ class FaceDetector:
         regressors, logits = self._session.run(None, {self._input: tensor})
         scores = 0.5 + 0.5 * np.tanh(logits[0, :, 0] / 2)  # sigmoid without exp overflow
         keep = scores >= self.min_score
-        corners = decode_boxes(regressors[0][keep], self._anchors[keep])
-        return (corners - [left, top, left, top]) / scale, scores[keep]
+        points = decode_boxes(regressors[0][keep], self._anchors[keep])
+        return _shift(points, -left, -top) / scale, scores[keep]
 
     def tile_candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from overlapping tiles half the photo's size: each face looks 2x larger."""
-        corners, scores = [np.empty((0, 4))], [np.empty(0)]
+        corners, scores = [np.empty((0, 4 + 2 * KEYPOINTS))], [np.empty(0)]
         for x, y, tile in tiles(image):
             found, score = self.candidates(tile)
-            corners.append(found + [x, y, x, y])
+            corners.append(_shift(found, x, y))
             scores.append(score)
         return np.concatenate(corners), np.concatenate(scores)
 
@@ -355,12 +399,15 @@ def to_color_mode(image: np.ndarray, color_mode: str) -> np.ndarray:
 
 
 def crop_faces(image: np.ndarray, boxes: Sequence[Box], size: tuple[int, int],
-               color_mode: str, scale: float = CROP_SCALE, shift: float = CROP_SHIFT
-               ) -> np.ndarray:
+               color_mode: str, scale: float = CROP_SCALE, shift: float = CROP_SHIFT,
+               align: bool = ALIGN) -> np.ndarray:
     """Square, FER2013-like crops of each box, resized to ``size`` = (height, width).
 
-    Returns uint8 (n, h, w, 1) for ``"grayscale"`` or (n, h, w, 3) RGB for ``"rgb"``, ready for
-    the classifier's normalisation. ``image`` is the gray or BGR photo the boxes refer to.
+    With ``align``, a box with eyes is cut turned by its roll, so the eye line is level as in
+    FER2013's faces, whose heads are mostly upright; the shift then follows the face's own
+    vertical. Returns uint8 (n, h, w, 1) for ``"grayscale"`` or (n, h, w, 3) RGB for
+    ``"rgb"``, ready for the classifier's normalisation. ``image`` is the gray or BGR photo
+    the boxes refer to.
     """
     check_image(image)
     if color_mode not in COLOR_MODES:
@@ -368,8 +415,36 @@ def crop_faces(image: np.ndarray, boxes: Sequence[Box], size: tuple[int, int],
     height, width = size
     out = np.empty((len(boxes), height, width, 1 if color_mode == "grayscale" else 3), np.uint8)
     for i, box in enumerate(boxes):
-        square = crop_square(image, *square_around(box, scale, shift))
+        if align and box.eyes is not None:
+            square = turned_square(image, box, scale, shift, 4 * max(size))
+        else:
+            square = crop_square(image, *square_around(box, scale, shift))
         method = cv2.INTER_AREA if square.shape[0] > max(size) else cv2.INTER_LINEAR
         resized = cv2.resize(square, (width, height), interpolation=method)
         out[i] = to_color_mode(resized, color_mode).reshape(out.shape[1:])
     return out
+
+
+def turned_square(image: np.ndarray, box: Box, scale: float, shift: float,
+                  max_side: int) -> np.ndarray:
+    """The crop square of ``box`` turned by its roll, at most ``max_side`` pixels a side.
+
+    One bilinear warp samples the turned square (edges replicated, as crop_square does);
+    capping its side at a few times the classifier's input keeps the warp cheap on large
+    faces, and the INTER_AREA resize that follows still averages every output pixel.
+    """
+    side = max(1.0, max(box.w, box.h) * scale)
+    theta = math.radians(box.roll)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # the face's own down direction is (-sin, cos): shift the centre along it
+    cx = box.x + box.w / 2 - sin * shift * box.h
+    cy = box.y + box.h / 2 + cos * shift * box.h
+    work = max(1, min(round(side), max_side))
+    step = side / work
+    # output pixel p -> source: centre + step * R (p - (work - 1) / 2), R = rotation by theta
+    rotation = np.array([[cos, -sin], [sin, cos]]) * step
+    offset = np.array([cx, cy]) - rotation @ np.full(2, (work - 1) / 2)
+    matrix = np.hstack([rotation, offset[:, None]])
+    return cv2.warpAffine(image, matrix, (work, work),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)

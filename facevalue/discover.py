@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +33,16 @@ RESERVED = frozenset({
 })
 
 
+# A \xNN escape (see display_path), or any other backslash (a Windows separator).
+ESCAPE_OR_BACKSLASH = re.compile(r"\\x[0-9a-fA-F]{2}|\\")
+
+
 class ManifestError(ValueError):
     """Raised for a manifest that cannot be used; the message names the file and rows."""
+
+
+class NoPhotosError(ValueError):
+    """Raised when a photo folder holds nothing to score (a wrong folder, most likely)."""
 
 
 NO_IDS: Mapping[str, str] = MappingProxyType({})
@@ -58,22 +67,59 @@ class Photo:
 def find_photos(root: Path) -> list[str]:
     """Image files under ``root`` as sorted posix paths relative to it.
 
-    Hidden files and folders are skipped: macOS leaves ``._IMG_0001.jpg`` resource forks and
-    ``.Trashes`` in copied folders, and those are not photos.
+    Symlinked folders are followed (``photos/ACME -> /data/acme`` is a company folder), but
+    each real folder is listed once, by device and inode, so a link back up the tree cannot
+    repeat photos or loop. Entries named like photos are listed whatever they are (a
+    dangling link, a FIFO): reading them gives a status row, never a hang. A folder that
+    cannot be listed is named in a warning. Hidden files and folders are skipped: macOS
+    leaves ``._IMG_0001.jpg`` resource forks and ``.Trashes`` in copied folders, and those
+    are not photos.
     """
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    seen: set[tuple[int, int]] = set()
+
+    def unlisted(error: OSError) -> None:
+        log.warning("cannot list %s (%s); photos in it are not scored",
+                    display_path(str(error.filename)), error.strerror or error)
+
+    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=True):
+        try:
+            info = os.stat(folder)
+        except OSError as e:
+            unlisted(e)
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:  # reached again through a link
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
                 found.append(Path(folder, name).relative_to(root).as_posix())
     return sorted(found)
 
 
+def display_path(path: str) -> str:
+    """A path as the tables write it: bytes of a non-UTF-8 name as ``\\xNN`` escapes.
+
+    File names are bytes on Linux; Python keeps undecodable ones as surrogates, which
+    Parquet, SQLite and CSV cannot store. ``caf\\xe9.jpg`` names a Latin-1 ``café.jpg``;
+    a manifest can list it in that form.
+    """
+    if path.isascii():
+        return path
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
 def company_of(path: str) -> str:
     """The first folder of a relative path; empty for a photo directly in the root folder."""
     parts = PurePosixPath(path).parts
-    return sys.intern(parts[0]) if len(parts) > 1 else ""
+    return sys.intern(display_path(parts[0])) if len(parts) > 1 else ""
 
 
 def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo]:
@@ -81,7 +127,11 @@ def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    return photos_from_paths(find_photos(root), manifest, root)
+    photos = photos_from_paths(find_photos(root), manifest, root)
+    if not photos:
+        raise NoPhotosError(f"{root}: no photos found (looked for "
+                            f"{', '.join(sorted(SUFFIXES))} in it and its folders)")
+    return photos
 
 
 def photos_from_paths(paths: list[str], manifest: str | Path | None,
@@ -148,16 +198,23 @@ def _check_rows(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def normalize(path: str) -> str:
-    """A manifest path as the posix relative path discovery produces (``./a\\b.jpg`` -> a/b.jpg)."""
-    parts = [p for p in path.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    """A manifest path as the posix relative path discovery produces (``./a\\b.jpg`` -> a/b.jpg).
+
+    Backslashes are Windows separators, except in the ``\\xNN`` escapes of ``display_path``.
+    """
+    slashed = ESCAPE_OR_BACKSLASH.sub(lambda m: m.group(0) if len(m.group(0)) > 1 else "/",
+                                      path.strip())
+    parts = [p for p in slashed.split("/") if p not in ("", ".")]
     return "/".join(parts)
 
 
 def _match_manifest(paths: list[str], rows: list[dict[str, str]], root: Path) -> list[Photo]:
     listed = {normalize(r["path"]): r for r in rows}
-    on_disk = set(paths)
-    photos = [_photo_from_row(p, r, p in on_disk) for p, r in listed.items()]
-    photos += [Photo(p, company_of(p), status=UNLISTED) for p in paths if p not in listed]
+    # manifests are text: a non-UTF-8 name is matched by its escaped form
+    on_disk = {display_path(p): p for p in paths}
+    photos = [_photo_from_row(on_disk.get(p, p), r, p in on_disk) for p, r in listed.items()]
+    photos += [Photo(p, company_of(p), status=UNLISTED) for shown, p in on_disk.items()
+               if shown not in listed]
     photos.sort(key=lambda p: p.path)
     _log_mismatches(photos, root)
     return photos
@@ -171,7 +228,7 @@ def _photo_from_row(path: str, row: dict[str, str], exists: bool) -> Photo:
 def _log_mismatches(photos: Iterable[Photo], root: Path) -> None:
     for status, what in ((MISSING, "manifest row(s) name no photo under"),
                          (UNLISTED, "photo(s) are not in the manifest, not scored, under")):
-        examples = [p.path for p in photos if p.status == status]
+        examples = [display_path(p.path) for p in photos if p.status == status]
         if examples:
             log.warning("%d %s %s (status %r), e.g. %s", len(examples), what, root, status,
                         ", ".join(examples[:3]))

@@ -47,8 +47,16 @@ from facevalue.classify import (
     resolve_providers,
 )
 from facevalue.contract import LABELS, Contract
-from facevalue.detect import CROP_SCALE, Box, DetectorError, FaceDetector, crop_faces
-from facevalue.discover import ManifestError, Photo
+from facevalue.detect import (
+    ALIGN,
+    CROP_SCALE,
+    CROP_SHIFT,
+    Box,
+    DetectorError,
+    FaceDetector,
+    crop_faces,
+)
+from facevalue.discover import ManifestError, NoPhotosError, Photo
 from facevalue.state import (
     BOX_COLUMNS,
     FileKey,
@@ -82,7 +90,8 @@ AHEAD = 2
 STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
 # Errors that are the user's to fix (a bad model, manifest or device, a locked or damaged
 # state); the CLI shows the message.
-USER_ERRORS = (ModelError, DeviceError, ManifestError, DetectorError, StateError)
+USER_ERRORS = (ModelError, DeviceError, ManifestError, DetectorError, StateError, NoPhotosError,
+               write.OutputError)
 
 
 @dataclass(frozen=True)
@@ -244,7 +253,9 @@ def _to_original(box: Box, image: decode.Decoded) -> Box:
     x0, y0 = max(0, round(box.x * sx)), max(0, round(box.y * sy))
     x1 = min(image.width, round((box.x + box.w) * sx))
     y1 = min(image.height, round((box.y + box.h) * sy))
-    return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0), box.score)
+    eyes = None if box.eyes is None else (box.eyes[0] * sx, box.eyes[1] * sy,
+                                          box.eyes[2] * sx, box.eyes[3] * sy)
+    return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0), box.score, eyes)
 
 
 def classify_results(items: list[PhotoFaces], classifier: Classifier,
@@ -284,7 +295,7 @@ def photo_result(item: PhotoFaces, probs: np.ndarray | None) -> PhotoResult:
 
 def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
     """The per-face rows of a photo from its result, fresh or saved (so both give equal rows)."""
-    base = {"path": photo.path, "company": photo.company, **photo.ids,
+    base = {"path": discover.display_path(photo.path), "company": photo.company, **photo.ids,
             "status": result.status, "error": result.error,
             "faces_in_photo": result.faces_in_photo, "photo_sha256": result.sha256}
     if not len(result.faces):
@@ -392,11 +403,17 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def setup_key(model_sha256: str, detector: str, options: Options) -> str:
-    """What besides the photo decides its result; saved results are keyed by it."""
+def setup_key(model_sha256: str, detector: str, options: Options, photos: str | Path) -> str:
+    """What besides the photo decides its result; saved results are keyed by it.
+
+    The photo folder is part of it: files are known by relative path, size and modification
+    time, which another folder scored into the same output could repeat.
+    """
     setup = {"facevalue": __version__, "model": model_sha256, "detector": detector,
+             "photos": str(Path(photos).resolve()),
              "faces": options.faces, "max_pixels": options.max_pixels,
-             "detect_side": DETECT_SIDE, "min_crop_side": MIN_CROP_SIDE}
+             "detect_side": DETECT_SIDE, "min_crop_side": MIN_CROP_SIDE,
+             "crop": [CROP_SCALE, CROP_SHIFT, ALIGN]}
     return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
 
 
@@ -420,6 +437,9 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
     call's) go into the metadata.
     """
     started = time.perf_counter()
+    out = Path(out)
+    companies = Path(companies if companies is not None else write.default_companies_path(out))
+    write.check_outputs(out, companies)
     options = Options(faces, max_pixels, batch_size, chunk_size)
     workers = workers or default_workers()
     # the calling thread classifies beside the workers; onnxruntime threads beyond the free
@@ -433,10 +453,8 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
                      "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels}
     meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments)
     ids = discover.id_columns(found)
-    out = Path(out)
-    companies = Path(companies if companies is not None else write.default_companies_path(out))
     stats = RunStats()
-    setup = setup_key(classifier.sha256, detector.name, options)
+    setup = setup_key(classifier.sha256, detector.name, options, photos)
     with SavedResults(state_folder(out), setup) as saved:
         _remove_stale_temps(out, companies)
         chunks = score_photos(found, photos, detector, classifier, options,

@@ -6,6 +6,7 @@ inside each function, so scoring never pays for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,8 +50,8 @@ def plot_training_curves(log_csv: str | Path, out_png: str | Path, title: str = 
     return Path(out_png)
 
 
-def plot_confusion(matrix: np.ndarray, labels: list[str] | tuple[str, ...],
-                   out_png: str | Path, title: str = "",
+def plot_confusion(matrix: np.ndarray | Sequence[Sequence[int]],
+                   labels: list[str] | tuple[str, ...], out_png: str | Path, title: str = "",
                    columns: list[str] | tuple[str, ...] | None = None) -> Path:
     """Row-normalised confusion matrix (rows: true label), with counts in each cell.
 

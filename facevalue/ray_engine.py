@@ -129,6 +129,8 @@ def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
     initialised in this process is used as it is.
     """
     options = Options(faces, max_pixels, batch_size)
+    if out is not None:
+        write.check_outputs(out, companies or write.default_companies_path(out))
     root = location(photos)
     found = discover_photos(root, manifest)
     # The driver only checks the models and hashes them; it needs no GPU.

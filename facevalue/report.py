@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,9 +120,10 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     unscored, multi = review_rows(faces)
     face_thumbs, photo_thumbs = make_thumbnails(
         faces, shown, pd.concat([unscored.head(max_review), multi.head(max_review)]), root)
-    context = {
+    summary = summarise(faces)
+    context: dict[str, Any] = {
         "source": scores.name, "meta": meta, "photos_dir": str(root) if root else None,
-        "summary": summarise(faces), "plot": distribution_png(table),
+        "summary": summary, "plot": distribution_png(table),
         "sections": company_sections(faces, table, shown, face_thumbs, max_faces),
         "unscored": review_items(unscored.head(max_review), photo_thumbs, root, error=True),
         "unscored_hidden": max(len(unscored) - max_review, 0),
@@ -131,10 +132,9 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     }
     size = write_atomic(Path(out), render(context))
     n_thumbs = sum(t.uri is not None for t in [*face_thumbs.values(), *photo_thumbs.values()])
-    log.debug("report: %d photos, %d thumbnails, %.1f MB", context["summary"]["photos"],
-              n_thumbs, size / 1e6)
-    return Report(Path(out), size, context["summary"]["photos"], context["summary"]["faces"],
-                  n_thumbs)
+    log.debug("report: %d photos, %d thumbnails, %.1f MB", summary["photos"], n_thumbs,
+              size / 1e6)
+    return Report(Path(out), size, summary["photos"], summary["faces"], n_thumbs)
 
 
 def read_scores(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -164,16 +164,23 @@ def read_companies(scores: Path, companies: str | Path | None,
     """The per-company table written next to the scores, or one summarised from the faces.
 
     The scorer's table is preferred: it is what the researcher will regress on. Without it
-    (a renamed or copied file) the report still shows counts and mean scores.
+    (a renamed or copied file) the report still shows counts and mean scores. A companies
+    table from another run than the scores (its ``facevalue.run_id`` differs: a run killed
+    between writing its two files, or files mixed up by hand) is refused.
     """
     path = Path(companies if companies else write.default_companies_path(scores))
     if path.is_file():
         try:
             table = pd.read_parquet(path)
+            theirs = write.read_metadata(path).get("facevalue.run_id")
         except (OSError, pa.ArrowException) as e:
             raise ReportError(f"cannot read companies table {path}: {e}") from e
         if "company" not in table:
             raise ReportError(f"{path} is not a facevalue companies table (no company column)")
+        ours = write.read_metadata(scores).get("facevalue.run_id")
+        if ours and theirs and ours != theirs:
+            raise ReportError(f"{path} comes from another run than {scores.name} (run ids "
+                              f"{theirs[:8]} and {ours[:8]}); score again, or pass --companies")
         return table
     if companies:
         raise ReportError(f"companies table {path} does not exist")
@@ -289,7 +296,7 @@ def crop_face(image: np.ndarray, box: tuple[int, ...], size: int = FACE_PX) -> n
     return crop
 
 
-def photo_thumb(image: decode.Decoded | None, path: str, boxes: list[Mapping[str, Any]],
+def photo_thumb(image: decode.Decoded | None, path: str, boxes: Sequence[Mapping[str, Any]],
                 why: str) -> Thumb:
     """The whole photo, small, with every recorded face box (the main face, 0, in green)."""
     if image is None:

@@ -31,6 +31,7 @@ from types import TracebackType
 import numpy as np
 
 from facevalue.contract import LABELS
+from facevalue.discover import display_path
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def file_key(root: Path, path: str) -> FileKey | None:
         stat = os.stat(root / path)
     except OSError:
         return None
-    return FileKey(path, stat.st_size, stat.st_mtime_ns)
+    return FileKey(display_path(path), stat.st_size, stat.st_mtime_ns)
 
 
 class SavedResults:

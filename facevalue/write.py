@@ -60,10 +60,33 @@ def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = 
     return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
 
 
+class OutputError(ValueError):
+    """Raised before any work for output paths that cannot be what the user meant."""
+
+
+def check_outputs(out: str | Path, companies: str | Path) -> None:
+    """Refuse a non-Parquet name and a companies file that would overwrite the per-face one."""
+    for path, option in ((out, "--out"), (companies, "--companies")):
+        if PurePosixPath(str(path)).suffix.lower() != ".parquet":
+            raise OutputError(f"{option} {path}: facevalue writes Parquet; give a name ending "
+                              "in .parquet (pandas.read_parquet reads it; to_csv converts it)")
+    same = str(out) == str(companies)
+    if "://" not in str(out) and "://" not in str(companies):
+        same = same or Path(out).resolve() == Path(companies).resolve()
+    if same:
+        raise OutputError(f"--companies {companies} is the --out file; the per-company table "
+                          "needs a file of its own")
+
+
 def table_metadata(model: str, model_sha256: str, detector: str,
                    arguments: Mapping[str, Any]) -> dict[str, str]:
-    """Key-value metadata naming what produced a table, so a published result is traceable."""
+    """Key-value metadata naming what produced a table, so a published result is traceable.
+
+    ``facevalue.run_id`` is new for every run and the same in both tables of a run, so a
+    per-face file and a per-company file from different runs can be told apart.
+    """
     return {
+        "facevalue.run_id": uuid.uuid4().hex,
         "facevalue.version": __version__,
         "facevalue.model": model,
         "facevalue.model_sha256": model_sha256,

@@ -114,3 +114,41 @@ def bad_inputs(folder: Path) -> dict[str, str]:
         path.write_bytes(data)
         expected[f"acme/{name}"] = status
     return expected
+
+
+def gif_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A small GIF whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    screen = struct.pack("<6sHHBBB", b"GIF89a", width, height, 0x80, 0, 0)
+    palette = b"\x00\x00\x00\xff\xff\xff"
+    image = struct.pack("<BHHHHB", 0x2C, 0, 0, width, height, 0)
+    # LZW minimum code size 2, then a few data sub-blocks of zeros and the trailer
+    return screen + palette + image + b"\x02" + b"\xff" + b"\x00" * 255 + b"\x00;"
+
+
+def trap_tree(root: Path, outside: Path) -> dict[str, str]:
+    """A photo tree with every trap a file system can set; return path -> expected status.
+
+    A Latin-1 (non-UTF-8) name, a company folder that is a symlink to a folder elsewhere,
+    two links back up the tree (loops), a dangling link, a FIFO, a GIF bomb named .jpg and
+    a huge sparse file. Real photos must each be scored exactly once.
+    """
+    import os
+
+    jpeg = GRACE.read_bytes()
+    (root / "acme").mkdir(parents=True)
+    (root / "acme" / "ok.jpg").write_bytes(jpeg)
+    with open(os.path.join(os.fsencode(root / "acme"), b"caf\xe9.jpg"), "wb") as f:
+        f.write(jpeg)
+    outside.mkdir(parents=True)
+    (outside / "ceo.jpg").write_bytes(jpeg)
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "acme" / "loop").symlink_to("..", target_is_directory=True)
+    (root / "acme" / "loop2").symlink_to("../acme", target_is_directory=True)
+    (root / "acme" / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    os.mkfifo(root / "acme" / "fifo.jpg")
+    (root / "acme" / "bomb.jpg").write_bytes(gif_bomb())
+    with open(root / "acme" / "sparse.jpg", "wb") as f:
+        f.truncate(2**40)  # a terabyte that takes no disk
+    return {"acme/ok.jpg": "ok", "acme/caf\\xe9.jpg": "ok", "linked/ceo.jpg": "ok",
+            "acme/dangling.jpg": "unreadable", "acme/fifo.jpg": "unreadable",
+            "acme/bomb.jpg": "unreadable", "acme/sparse.jpg": "too_large"}

@@ -254,3 +254,53 @@ def test_shipped_checksums_cover_every_shipped_model() -> None:
     assert shipped <= set(listed), f"add {sorted(shipped - set(listed))} to SHA256SUMS"
     for name in shipped:
         verify_checksum(folder / name, hashlib.sha256((folder / name).read_bytes()).hexdigest())
+
+
+def _rewired(tiny_model: Path, path: Path, last: str, extra: list | None = None) -> Path:
+    """The tiny model with its final Softmax replaced by ``last`` (same contract)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(tiny_model)
+    nodes = [n for n in model.graph.node if n.op_type != "Softmax"]
+    inputs = ["logits", *(t.name for t in extra or [])]
+    nodes.append(helper.make_node(last, inputs, ["probabilities"]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(numpy_helper.from_array(t.array, t.name) for t in extra or [])
+    onnx.save(model, path)
+    return path
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name, self.array = name, array
+
+
+def test_models_whose_outputs_are_not_probabilities_are_refused(tmp_path: Path,
+                                                               tiny_model: Path) -> None:
+    logits = _rewired(tiny_model, tmp_path / "logits.onnx", "Identity")
+    with pytest.raises(ModelError, match="not probabilities"):
+        Classifier(logits, device="cpu")
+    nan = _rewired(tiny_model, tmp_path / "nan.onnx", "Mul",
+                   [_Tensor("nan", np.array([np.nan], np.float32))])
+    with pytest.raises(ModelError, match="not probabilities"):
+        Classifier(nan, device="cpu")
+
+
+def test_a_model_with_flipped_bytes_is_refused_with_a_message(tmp_path: Path,
+                                                              tiny_model: Path) -> None:
+    data = bytearray(tiny_model.read_bytes())
+    refused = 0
+    for offset in range(0, 64):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        path = tmp_path / f"flip{offset}.onnx"
+        path.write_bytes(bytes(damaged))
+        try:
+            Classifier(path, device="cpu")
+        except ModelError as e:
+            assert path.name in str(e)
+            refused += 1
+    # every damaged copy either still works (a byte of weights) or is refused as ModelError
+    assert refused > 0

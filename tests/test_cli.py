@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -153,3 +156,31 @@ def test_public_names_import() -> None:
         assert getattr(facevalue, name) is not None, name
     with pytest.raises(AttributeError):
         facevalue.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated")])
+def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
+        tmp_path: Path, tiny_model: Path, sig: int, code: int, word: str) -> None:
+    from images import GRACE
+
+    photos = tmp_path / "photos" / "acme"
+    photos.mkdir(parents=True)
+    for i in range(3000):  # enough for the run to be mid-way when the signal comes
+        os.link(GRACE, photos / f"p{i:04d}.jpg")
+    out = tmp_path / "out" / "s.parquet"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facevalue", "score", str(tmp_path / "photos"), "--out", str(out),
+         "--model", str(tiny_model), "--workers", "1"], stderr=subprocess.PIPE, text=True)
+    state = out.parent / ".s.facevalue-state"
+    deadline = time.monotonic() + 60
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert process.poll() is None, "the run ended before the signal"
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert word in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("facevalue: ")
+    assert sorted(p.name for p in out.parent.iterdir()) == [".s.facevalue-state"]

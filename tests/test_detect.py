@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from images import portrait
 
 from facevalue.detect import (
     Box,
@@ -206,3 +207,37 @@ def test_shipped_detector_is_canonical_and_names_its_source() -> None:
             node.input[:] = [init.name if n == old else n for n in node.input]
     tool.canonical_names(shuffled)
     assert shuffled.SerializeToString(deterministic=True) == default_model_path().read_bytes()
+
+
+def _rotated(image: np.ndarray, degrees: float) -> np.ndarray:
+    """``image`` turned anticlockwise about its centre (edges reflected, no black corners)."""
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("degrees", [-20, 20])
+def test_eye_line_gives_the_roll_and_aligned_crops_undo_it(detector, degrees):
+    upright = portrait()
+    (face,) = detector.detect(upright)[:1]
+    assert face.eyes is not None and abs(face.roll) < 5
+    turned = _rotated(upright, degrees)
+    (tilted,) = detector.detect(turned)[:1]
+    # an anticlockwise turn lowers the eye on the image's left: the roll is clockwise-positive
+    assert tilted.roll == pytest.approx(-degrees, abs=6)
+    def crop(image, box, align=True):
+        return crop_faces(image, [box], (48, 48), "grayscale", align=align).ravel()
+
+    reference = crop(upright, face)
+    aligned = np.corrcoef(reference, crop(turned, tilted))[0, 1]
+    plain = np.corrcoef(reference, crop(turned, tilted, align=False))[0, 1]
+    assert aligned > 0.65 and aligned > plain + 0.15
+
+
+def test_boxes_without_eyes_are_cut_upright():
+    image = np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)
+    box = Box(50, 50, 100, 100, 1.0)
+    np.testing.assert_array_equal(crop_faces(image, [box], (48, 48), "grayscale"),
+                                  crop_faces(image, [box], (48, 48), "grayscale", align=False))
+    level = Box(50, 50, 100, 100, 1.0, (80.0, 90.0, 120.0, 90.0))
+    assert level.roll == 0 and level.scaled(2).eyes == (160.0, 180.0, 240.0, 180.0)

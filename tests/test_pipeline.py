@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from images import GRACE as GRACE_PATH
+from images import LANDSCAPE as LANDSCAPE_PATH
 from images import SAMPLE_PHOTOS, bad_inputs, encode, portrait
 
 from facevalue import score_folder
@@ -218,3 +221,63 @@ def test_small_faces_are_cropped_from_a_larger_decode(detector: FaceDetector,
     assert 1200 < box.x < 1712 and 600 < box.y < 1200
     full = crop_faces(canvas, [box], (48, 48), "grayscale")
     assert np.abs(item.crops.astype(int) - full).mean() < 8  # the same face, the same crop
+
+
+def test_a_tree_full_of_traps_scores_each_photo_once(tmp_path: Path, tiny_model: Path) -> None:
+    from images import trap_tree
+
+    expected = trap_tree(tmp_path / "photos", tmp_path / "elsewhere")
+    out = tmp_path / "out" / "s.parquet"
+    faces, companies = score_folder(tmp_path / "photos", out, model=tiny_model, device="cpu")
+    assert dict(zip(faces["path"], faces["status"], strict=True)) == expected
+    assert faces["path"].is_unique  # the loops added nothing
+    errors = dict(zip(faces["path"], faces["error"], strict=True))
+    assert "FIFO" in errors["acme/fifo.jpg"] and "JPEG, PNG" in errors["acme/bomb.jpg"]
+    assert "bytes exceeds the limit" in errors["acme/sparse.jpg"]
+    assert set(companies["company"]) == {"acme", "linked"}
+    # a rerun reuses every saved result, the escaped name included
+    again, _ = score_folder(tmp_path / "photos", out, model=tiny_model, device="cpu")
+    pd.testing.assert_frame_equal(again, faces)
+
+
+def test_a_manifest_lists_a_non_utf8_name_in_its_escaped_form(tmp_path: Path,
+                                                              tiny_model: Path) -> None:
+    from images import trap_tree
+
+    trap_tree(tmp_path / "photos", tmp_path / "elsewhere")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,company\nacme/caf\\xe9.jpg,Café SA\n", encoding="utf-8")
+    faces, _ = score_folder(tmp_path / "photos", manifest=manifest, model=tiny_model,
+                            device="cpu")
+    row = faces[faces["path"] == "acme/caf\\xe9.jpg"].iloc[0]
+    assert row["status"] == "ok" and row["company"] == "Café SA"
+
+
+def test_outputs_are_checked_before_any_work(tmp_path: Path, tiny_model: Path) -> None:
+    from facevalue.discover import NoPhotosError
+    from facevalue.write import OutputError
+
+    with pytest.raises(OutputError, match="ending in .parquet"):
+        score_folder(SAMPLE_PHOTOS, tmp_path / "s.csv", model=tiny_model)
+    with pytest.raises(OutputError, match="needs a file of its own"):
+        score_folder(SAMPLE_PHOTOS, tmp_path / "s.parquet", companies=tmp_path / "s.parquet",
+                     model=tiny_model)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoPhotosError, match="no photos found"):
+        score_folder(tmp_path / "empty", tmp_path / "e.parquet", model=tiny_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_another_folder_scored_into_the_same_output_reuses_nothing(tmp_path: Path,
+                                                                   tiny_model: Path) -> None:
+    from facevalue.pipeline import write_scores
+
+    for name, source in (("a", GRACE_PATH), ("b", LANDSCAPE_PATH)):
+        folder = tmp_path / name / "x"
+        folder.mkdir(parents=True)
+        (folder / "p.jpg").write_bytes(source.read_bytes())
+        os.utime(folder / "p.jpg", ns=(1, 1))  # same relative path, size aside, same mtime
+    first = write_scores(tmp_path / "a", tmp_path / "s.parquet", model=tiny_model)
+    second = write_scores(tmp_path / "b", tmp_path / "s.parquet", model=tiny_model)
+    assert first.reused == second.reused == 0
+    assert second.statuses == {"no_face": 1}

@@ -283,3 +283,16 @@ def test_report_from_scored_sample_data(tiny_model, tmp_path):
             in html)
     assert pq.read_schema(scores).metadata[b"facevalue.model_sha256"].decode() in html
     assert len(images(html)) == 3  # the two portraits' faces and the landscape
+
+
+def test_a_companies_table_from_another_run_is_refused(run, tmp_path):
+    _, scores = run
+    table = pq.read_table(scores)
+    faces, stale = tmp_path / "faces.parquet", tmp_path / "faces.companies.parquet"
+    pq.write_table(table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"facevalue.run_id": b"a" * 32}), faces)
+    pq.write_table(pa.table({"company": ["Acme"]}).replace_schema_metadata(
+        {b"facevalue.run_id": b"0" * 32}), stale)
+    with pytest.raises(ReportError, match="comes from another run"):
+        build_report(faces, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

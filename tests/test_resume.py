@@ -156,11 +156,13 @@ def test_saved_results_round_trip_exactly(tmp_path: Path) -> None:
 
 
 def test_setup_key_follows_what_changes_results() -> None:
-    base = setup_key("m" * 64, "blazeface@1", Options())
-    assert base == setup_key("m" * 64, "blazeface@1", Options(batch_size=7, chunk_size=9))
-    assert base != setup_key("n" * 64, "blazeface@1", Options())
-    assert base != setup_key("m" * 64, "blazeface@2", Options())
-    assert base != setup_key("m" * 64, "blazeface@1", Options(max_pixels=10))
+    base = setup_key("m" * 64, "blazeface@1", Options(), "photos")
+    assert base == setup_key("m" * 64, "blazeface@1", Options(batch_size=7, chunk_size=9),
+                             "photos")
+    assert base != setup_key("n" * 64, "blazeface@1", Options(), "photos")
+    assert base != setup_key("m" * 64, "blazeface@2", Options(), "photos")
+    assert base != setup_key("m" * 64, "blazeface@1", Options(max_pixels=10), "photos")
+    assert base != setup_key("m" * 64, "blazeface@1", Options(), "other_photos")
 
 
 def test_stale_temporary_files_are_removed(photos: Path, tiny_model: Path,
