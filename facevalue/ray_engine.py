@@ -209,9 +209,28 @@ def list_photos(uri: str) -> list[str]:
     return sorted(found)
 
 
+def is_local(uri: str) -> bool:
+    """Whether a location is this machine's file system (a path, or a file:// URI)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    """The file-system path of a local location."""
+    return uri.removeprefix("file://")
+
+
 def discover_photos(uri: str, manifest: str | Path | None = None) -> list[Photo]:
-    """``discover.discover`` for any location: the same Photo records, listed through pyarrow."""
-    return discover.photos_from_paths(list_photos(uri), manifest, uri)
+    """``discover.discover`` for any location: the same Photo records.
+
+    A local folder is listed by ``discover`` itself, so both engines agree on symlinks,
+    loops, special files and odd names; a bucket (no links, no FIFOs) through pyarrow.
+    """
+    if is_local(uri):
+        return discover.discover(local_path(uri), manifest)
+    photos = discover.photos_from_paths(list_photos(uri), manifest, uri)
+    if not photos:
+        raise discover.NoPhotosError(f"{uri}: no photos found")
+    return photos
 
 
 def read_photo(fs: pafs.FileSystem, path: str) -> bytes:
@@ -314,14 +333,18 @@ def ship(ray: Any, path: Path) -> ShippedModel:
 
 
 def to_records(photos: list[Photo]) -> list[dict[str, Any]]:
-    """Photo records as flat rows for ``ray.data.from_items`` (ids as columns)."""
-    return [{"path": p.path, "company": p.company, "status": p.status, **p.ids} for p in photos]
+    """Photo records as flat rows for ``ray.data.from_items`` (ids as columns).
+
+    Paths travel as bytes: a non-UTF-8 file name is not a string Arrow can hold.
+    """
+    return [{"path": os.fsencode(p.path), "company": p.company, "status": p.status, **p.ids}
+            for p in photos]
 
 
 def from_records(batch: pa.Table, ids: tuple[str, ...]) -> list[Photo]:
     """The Photo records of a batch of rows made by ``to_records``."""
-    return [Photo(row["path"], row["company"], {k: row[k] for k in ids}, row["status"])
-            for row in batch.to_pylist()]
+    return [Photo(os.fsdecode(row["path"]), row["company"], {k: row[k] for k in ids},
+                  row["status"]) for row in batch.to_pylist()]
 
 
 class FindFaces:
@@ -339,6 +362,9 @@ class FindFaces:
 
     def _find_one(self, photo: Photo) -> PhotoFaces:
         data = None
+        if photo.status is None and is_local(self.job.photos):
+            root = local_path(self.job.photos)
+            return find_faces(photo, root, self.detector, self.job.contract, self.job.options)
         if photo.status is None:
             try:
                 data = read_photo(self.fs, f"{self.root.rstrip('/')}/{photo.path}")

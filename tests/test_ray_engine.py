@@ -97,6 +97,19 @@ def test_ray_tables_equal_local_with_every_bad_input(local_ray: Any, corpus: Pat
 
 
 @pytest.mark.ray
+def test_both_engines_give_the_same_tables_on_a_tree_full_of_traps(
+        local_ray: Any, tiny_model: Path, tmp_path: Path) -> None:
+    from images import trap_tree
+
+    expected = trap_tree(tmp_path / "photos", tmp_path / "elsewhere")
+    settings = {"model": tiny_model, "device": "cpu"}
+    local = score_folder(tmp_path / "photos", tmp_path / "local.parquet", **settings)
+    ray = score_folder_ray(tmp_path / "photos", tmp_path / "ray.parquet", **settings)
+    assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    assert dict(zip(ray.faces["path"], ray.faces["status"], strict=True)) == expected
+
+
+@pytest.mark.ray
 def test_split_plan_with_uris_and_manifest_equals_local(local_ray: Any, corpus: Path,
                                                         tiny_model: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
