@@ -2,7 +2,7 @@
 
 Why BlazeFace: OpenCV 5's headless wheel has no Haar cascades, YuNet's model is on no package
 registry, and BlazeFace short-range (Apache-2.0) converts to a 230 kB ONNX file that runs in
-about 2 ms on one CPU core. ``tools/build_detector.py`` rebuilds the shipped file and
+about 2 ms on one CPU core. ``tools/build_models.py`` rebuilds the shipped file and
 ``bench/detector_choice.md`` holds the measurements behind the choice and the crop.
 
 The model sees the whole photo letterboxed to 128x128, so it finds faces of at least ~1/9 of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import pickle
+import sys
 from pathlib import Path
 
 import cv2
@@ -186,26 +187,28 @@ def test_crop_rejects_unknown_color_mode() -> None:
 
 
 def load_build_tool():
-    spec = importlib.util.spec_from_file_location("build_detector",
-                                                  ROOT / "tools" / "build_detector.py")
+    spec = importlib.util.spec_from_file_location("build_models",
+                                                  ROOT / "tools" / "build_models.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def test_shipped_detector_is_canonical_and_names_its_source() -> None:
-    """Renaming tensors by position makes builds byte-reproducible (tools/build_detector.py)."""
+    """Renaming tensors by position makes builds byte-reproducible (tools/build_models.py)."""
     tool = load_build_tool()
+    spec = tool.SPECS["blazeface-short-range"]
     shipped = onnx.load(default_model_path())
     meta = {p.key: p.value for p in shipped.metadata_props}
-    assert meta["facevalue.detector.tflite_sha256"] == tool.TFLITE_SHA256
+    assert meta["facevalue.detector.tflite_sha256"] == spec.tflite_sha256
     assert "Apache-2.0" in meta["facevalue.detector.license"]
     shuffled = onnx.load(default_model_path())
     for i, init in enumerate(shuffled.graph.initializer):  # rename as another run would
         old, init.name = init.name, f"const_fold_opt__{900 - i}"
         for node in shuffled.graph.node:
             node.input[:] = [init.name if n == old else n for n in node.input]
-    tool.canonical_names(shuffled)
+    tool.canonical_names(shuffled, spec.member)
     assert shuffled.SerializeToString(deterministic=True) == default_model_path().read_bytes()
 
 
