@@ -13,7 +13,7 @@ import pandas as pd
 
 from facevalue.contract import LABELS
 from facevalue.discover import UNLISTED
-from facevalue.write import COUNTS, SCORES
+from facevalue.write import COUNTS, GEOMETRY_COUNTS, GEOMETRY_SCORES, SCORES
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,15 @@ def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
 
     ``photos`` counts the photos in scope (not those outside the manifest), ``faces`` the
     faces scored, ``failed`` the photos that could not be scored (any status other than
-    ok or no_face). Pass-through ids are the manifest columns constant within every group.
+    ok or no_face). With geometry columns, ``fwhr`` is the mean over main faces with
+    ``geometry_ok`` and ``geometry_faces`` their number. Pass-through ids are the manifest
+    columns constant within every group.
     """
     keys = group_keys(id_columns)
     ids = [c for c in constant_ids(faces, id_columns, keys) if c not in keys]
-    columns = ["company", *ids, *keys[1:], *COUNTS, *LABELS, *SCORES]
+    geometry = "fwhr" in faces.columns
+    columns = ["company", *ids, *keys[1:], *COUNTS, *LABELS, *SCORES,
+               *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry else ())]
     rows = faces[faces["status"] != UNLISTED]
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
@@ -53,11 +57,19 @@ def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
         [main[k] for k in keys], dropna=False, observed=True).mean()
     table["positivity"] = table["happiness"] - table[list(NEGATIVE)].sum(axis=1, min_count=4)
     table["faces"] = table["faces"].fillna(0)
+    if geometry:  # fWHR over main faces measured near-frontal, sharp and large enough
+        trusted = main[main["geometry_ok"].fillna(False).astype(bool)]
+        grouped = trusted.groupby(keys, dropna=False, observed=True)["fwhr"]
+        table["fwhr"] = grouped.mean()
+        table["geometry_faces"] = grouped.count()
+        table["geometry_faces"] = table["geometry_faces"].fillna(0)
     table = table.reset_index()[columns]
     # Text read back as categoricals (pipeline._aggregation_columns) goes out as plain text.
     text = {c: table[c].cat.categories.dtype for c in table.columns
             if isinstance(table[c].dtype, pd.CategoricalDtype)}
-    return table.astype({**text, **{c: _dtype(c) for c in (*COUNTS, *LABELS, *SCORES)}})
+    numbers = (*COUNTS, *LABELS, *SCORES, *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry
+                                           else ()))
+    return table.astype({**text, **{c: _dtype(c) for c in numbers}})
 
 
 def first_rows(faces: pd.DataFrame) -> pd.Series:
@@ -85,8 +97,8 @@ def constant_ids(faces: pd.DataFrame, id_columns: list[str], keys: list[str]) ->
 
 
 def _dtype(column: str) -> str:
-    if column in COUNTS:
+    if column in COUNTS or column in GEOMETRY_COUNTS:
         return "int64"
-    if column in LABELS or column in SCORES:
+    if column in LABELS or column in SCORES or column in GEOMETRY_SCORES:
         return "float64"
     return "str"

@@ -60,6 +60,8 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @device_option
 @click.option("--faces", type=click.Choice(["main", "all"]), default="main", show_default=True,
               help="main: each photo's largest face; all: every face found.")
+@click.option("--geometry", is_flag=True,
+              help="Also measure each face's fWHR, head pose and quality (face mesh).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces per classifier call.")
 @click.option("--max-pixels", type=click.FloatRange(min=0.01), default=100, show_default=True,
@@ -78,7 +80,8 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
               help="Ray cluster to join with --engine ray (host:port, auto) "
                    "[default: $RAY_ADDRESS, else start a local Ray].")
 def score(photos: str, out: str, companies: str | None, manifest: str | None,
-          model: str | None, device: str, faces: str, batch_size: int, max_pixels: float,
+          model: str | None, device: str, faces: str, geometry: bool, batch_size: int,
+          max_pixels: float,
           threads: int | None, workers: int | None, quiet: bool, engine: str,
           ray_address: str | None) -> None:
     """Score the faces in every photo under PHOTOS into per-face and per-company Parquet.
@@ -93,7 +96,7 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
     with _Progress(enabled=not quiet) as progress:
         try:
             summary = score_folder(photos, out, companies=companies, manifest=manifest,
-                                   model=model, device=device, faces=faces,
+                                   model=model, device=device, faces=faces, geometry=geometry,
                                    batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
                                    threads=threads, progress=progress, arguments=arguments)
         except user_errors as e:

@@ -433,18 +433,26 @@ def turned_square(image: np.ndarray, box: Box, scale: float, shift: float,
     capping its side at a few times the classifier's input keeps the warp cheap on large
     faces, and the INTER_AREA resize that follows still averages every output pixel.
     """
-    side = max(1.0, max(box.w, box.h) * scale)
+    work = max(1, min(round(max(box.w, box.h) * scale), max_side))
+    return cv2.warpAffine(image, square_transform(box, scale, shift, work), (work, work),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def square_transform(box: Box, scale: float, shift: float, side: int) -> np.ndarray:
+    """The 2 x 3 matrix from a ``side``-pixel square crop of ``box`` to image pixels.
+
+    The square is ``scale`` x the box's longer side, turned by the box's roll, its centre
+    ``shift`` box heights along the face's own down direction from the box centre.
+    """
+    extent = max(1.0, max(box.w, box.h) * scale)
     theta = math.radians(box.roll)
     cos, sin = math.cos(theta), math.sin(theta)
     # the face's own down direction is (-sin, cos): shift the centre along it
     cx = box.x + box.w / 2 - sin * shift * box.h
     cy = box.y + box.h / 2 + cos * shift * box.h
-    work = max(1, min(round(side), max_side))
-    step = side / work
-    # output pixel p -> source: centre + step * R (p - (work - 1) / 2), R = rotation by theta
+    step = extent / side
+    # crop pixel p -> image: centre + step * R (p - (side - 1) / 2), R = rotation by theta
     rotation = np.array([[cos, -sin], [sin, cos]]) * step
-    offset = np.array([cx, cy]) - rotation @ np.full(2, (work - 1) / 2)
-    matrix = np.hstack([rotation, offset[:, None]])
-    return cv2.warpAffine(image, matrix, (work, work),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    offset = np.array([cx, cy]) - rotation @ np.full(2, (side - 1) / 2)
+    return np.hstack([rotation, offset[:, None]])

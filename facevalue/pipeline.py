@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facevalue import __version__, aggregate, decode, discover, write
+from facevalue import geometry as geom
 from facevalue.classify import (
     DEFAULT_BATCH_SIZE,
     Classifier,
@@ -59,6 +60,7 @@ from facevalue.detect import (
 from facevalue.discover import ManifestError, NoPhotosError, Photo
 from facevalue.state import (
     BOX_COLUMNS,
+    FACE_COLUMNS,
     FileKey,
     PhotoResult,
     SavedResults,
@@ -102,6 +104,7 @@ class Options:
     max_pixels: int = decode.DEFAULT_MAX_PIXELS
     batch_size: int = DEFAULT_BATCH_SIZE
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    geometry: bool = False  # also measure each face's geometry (facevalue.geometry)
 
     def __post_init__(self) -> None:
         if self.faces not in FACES_MODES:
@@ -115,8 +118,10 @@ class PhotoFaces:
     """One photo after decoding, detection and cropping: what classification needs.
 
     ``boxes`` are in original-image pixels (after EXIF rotation); ``crops`` are uint8
-    ``(len(boxes), h, w, c)`` in the classifier's input format; ``seconds`` is the time
-    spent on it per stage (read, decode, detect, crop).
+    ``(len(boxes), h, w, c)`` in the classifier's input format; with geometry, ``meshes``
+    holds the face-mesh crops and ``mesh_matrices`` the (n, 2, 3) maps from their pixels to
+    original pixels; ``seconds`` is the time spent on it per stage (read, decode, detect,
+    crop).
     """
 
     photo: Photo
@@ -127,6 +132,8 @@ class PhotoFaces:
     crops: np.ndarray | None = None
     sha256: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    meshes: np.ndarray | None = None
+    mesh_matrices: np.ndarray | None = None
 
 
 class Scores(NamedTuple):
@@ -225,12 +232,22 @@ def _detect(photo: Photo, data: bytes, image: decode.Decoded, detector: FaceDete
     source = _crop_source(data, image, kept, options.max_pixels)
     laps.lap("decode")
     factor = image.scale[0] / source.scale[0]  # detection pixels -> crop source pixels
-    crops = crop_faces(source.image, [box.scaled(factor) for box in kept],
-                       size=contract.input_size, color_mode=contract.color_mode)
+    in_source = [box.scaled(factor) for box in kept]
+    crops = crop_faces(source.image, in_source, size=contract.input_size,
+                       color_mode=contract.color_mode)
     original = tuple(_to_original(box, image) for box in kept)
+    meshes, matrices = _mesh_crops(source, in_source) if options.geometry else (None, None)
     laps.lap("crop")
     return PhotoFaces(photo, aggregate.OK, None, len(boxes), original, crops, sha256,
-                      laps.seconds)
+                      laps.seconds, meshes, matrices)
+
+
+def _mesh_crops(source: decode.Decoded, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray]:
+    """Face-mesh crops of the boxes, and maps from their pixels to original pixels."""
+    pairs = [geom.mesh_crop(source.image, box) for box in boxes]
+    to_original = np.diag([*source.scale, 1.0])[:2]  # source pixels -> original pixels
+    matrices = [to_original @ np.vstack([matrix, [0, 0, 1]]) for _, matrix in pairs]
+    return np.stack([crop for crop, _ in pairs]), np.stack(matrices)
 
 
 def _crop_source(data: bytes, image: decode.Decoded, boxes: list[Box],
@@ -259,10 +276,19 @@ def _to_original(box: Box, image: decode.Decoded) -> Box:
 
 
 def classify_results(items: list[PhotoFaces], classifier: Classifier,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[PhotoResult]:
-    """Classify all faces of a chunk of photos in one batch; one result per photo."""
+                     batch_size: int = DEFAULT_BATCH_SIZE,
+                     mesh: geom.FaceMesh | None = None) -> list[PhotoResult]:
+    """Classify all faces of a chunk of photos in one batch; one result per photo.
+
+    With ``mesh``, their geometry is measured in one batch too and follows the
+    probabilities in each face's row.
+    """
     crops = [item.crops for item in items if item.crops is not None and len(item.crops)]
     probs = classifier.predict(np.concatenate(crops), batch_size) if crops else None
+    if probs is not None and mesh is not None:
+        meshes = np.concatenate([i.meshes for i in items if i.meshes is not None])
+        matrices = np.concatenate([i.mesh_matrices for i in items if i.mesh_matrices is not None])
+        probs = np.hstack([probs, mesh.measure(meshes, matrices, batch_size)])
     results, start = [], 0
     for item in items:
         count = len(item.boxes)
@@ -272,9 +298,10 @@ def classify_results(items: list[PhotoFaces], classifier: Classifier,
 
 
 def classify_chunk(items: list[PhotoFaces], classifier: Classifier,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+                   batch_size: int = DEFAULT_BATCH_SIZE,
+                   mesh: geom.FaceMesh | None = None) -> list[dict[str, Any]]:
     """Classify all faces of a chunk of photos in one batch; return their per-face rows."""
-    results = classify_results(items, classifier, batch_size)
+    results = classify_results(items, classifier, batch_size, mesh)
     return [row for item, result in zip(items, results, strict=True)
             for row in result_rows(item.photo, result)]
 
@@ -285,7 +312,8 @@ def face_rows(item: PhotoFaces, probs: np.ndarray | None) -> list[dict[str, Any]
 
 
 def photo_result(item: PhotoFaces, probs: np.ndarray | None) -> PhotoResult:
-    """A photo's boxes and probabilities ((n, 7), or None without faces) as one record."""
+    """A photo's boxes and probabilities ((n, 7), or None without faces; geometry columns
+    after them) as one record."""
     if not item.boxes or probs is None:
         return PhotoResult(item.status, item.error, item.faces_in_photo, item.sha256)
     boxes = np.array([[b.x, b.y, b.w, b.h, b.score] for b in item.boxes], np.float64)
@@ -302,12 +330,23 @@ def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
         return [base]
     rows = []
     for i, face in enumerate(result.faces.tolist()):
-        probs = face[BOX_COLUMNS:]
-        rows.append({**base, "face": i, "x": int(face[0]), "y": int(face[1]),
-                     "w": int(face[2]), "h": int(face[3]), "face_score": face[4],
-                     **dict(zip(LABELS, probs, strict=True)),
-                     "emotion": LABELS[probs.index(max(probs))]})
+        probs = face[BOX_COLUMNS:FACE_COLUMNS]
+        row = {**base, "face": i, "x": int(face[0]), "y": int(face[1]),
+               "w": int(face[2]), "h": int(face[3]), "face_score": face[4],
+               **dict(zip(LABELS, probs, strict=True)),
+               "emotion": LABELS[probs.index(max(probs))]}
+        if len(face) > FACE_COLUMNS:
+            row |= geometry_values(face[FACE_COLUMNS:])
+        rows.append(row)
     return rows
+
+
+def geometry_values(values: list[float]) -> dict[str, Any]:
+    """A face's geometry columns: NaN (not measurable) as null, geometry_ok as a bool."""
+    row: dict[str, Any] = {k: None if math.isnan(v) else v
+                           for k, v in zip(geom.COLUMNS, values, strict=True)}
+    row["geometry_ok"] = bool(row["geometry_ok"])
+    return row
 
 
 @dataclass(frozen=True)
@@ -323,8 +362,8 @@ class _Chunk:
 def score_photos(photos: Iterable[Photo], root: str | Path, detector: FaceDetector,
                  classifier: Classifier, options: Options = Options(),
                  progress: Callable[[int], None] | None = None, *, workers: int = 1,
-                 saved: SavedResults | None = None, stats: RunStats | None = None
-                 ) -> Iterator[list[dict[str, Any]]]:
+                 saved: SavedResults | None = None, stats: RunStats | None = None,
+                 mesh: geom.FaceMesh | None = None) -> Iterator[list[dict[str, Any]]]:
     """Score photos chunk by chunk, yielding each chunk's per-face rows in photo order.
 
     ``workers`` threads find the faces of the next chunks while this thread classifies the
@@ -341,9 +380,10 @@ def score_photos(photos: Iterable[Photo], root: str | Path, detector: FaceDetect
                                   saved, pool, stats))
             if len(pending) > AHEAD:
                 yield from _finish(pending.popleft(), classifier, options, saved, stats,
-                                   progress)
+                                   progress, mesh)
         while pending:
-            yield from _finish(pending.popleft(), classifier, options, saved, stats, progress)
+            yield from _finish(pending.popleft(), classifier, options, saved, stats, progress,
+                               mesh)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -366,14 +406,15 @@ def _start(chunk: list[Photo], root: Path, detector: FaceDetector, contract: Con
 
 def _finish(chunk: _Chunk, classifier: Classifier, options: Options,
             saved: SavedResults | None, stats: RunStats,
-            progress: Callable[[int], None] | None) -> Iterator[list[dict[str, Any]]]:
+            progress: Callable[[int], None] | None,
+            mesh: geom.FaceMesh | None) -> Iterator[list[dict[str, Any]]]:
     """Wait for the chunk's faces, classify them, save the results, yield the rows."""
     items = [future.result() for future in chunk.futures]
     for item in items:
         for stage, seconds in item.seconds.items():
             stats.seconds[stage] += seconds
     since = time.perf_counter()
-    fresh = iter(classify_results(items, classifier, options.batch_size))
+    fresh = iter(classify_results(items, classifier, options.batch_size, mesh))
     stats.charge("classify", since)
     results = [result if result is not None else next(fresh) for result in chunk.saved]
     if saved is not None:
@@ -403,7 +444,8 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def setup_key(model_sha256: str, detector: str, options: Options, photos: str | Path) -> str:
+def setup_key(model_sha256: str, detector: str, options: Options, photos: str | Path,
+              mesh: str | None = None) -> str:
     """What besides the photo decides its result; saved results are keyed by it.
 
     The photo folder is part of it: files are known by relative path, size and modification
@@ -413,7 +455,7 @@ def setup_key(model_sha256: str, detector: str, options: Options, photos: str | 
              "photos": str(Path(photos).resolve()),
              "faces": options.faces, "max_pixels": options.max_pixels,
              "detect_side": DETECT_SIDE, "min_crop_side": MIN_CROP_SIDE,
-             "crop": [CROP_SCALE, CROP_SHIFT, ALIGN]}
+             "crop": [CROP_SCALE, CROP_SHIFT, ALIGN], "geometry": mesh}
     return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
 
 
@@ -424,7 +466,7 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
                  max_pixels: int = decode.DEFAULT_MAX_PIXELS, threads: int | None = None,
                  workers: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  progress: Callable[[int, int], None] | None = None,
-                 arguments: Mapping[str, Any] | None = None) -> Summary:
+                 arguments: Mapping[str, Any] | None = None, geometry: bool = False) -> Summary:
     """Score every photo under ``photos`` into the per-face Parquet ``out`` and the
     per-company one (``companies``, default ``<out stem>.companies.parquet``).
 
@@ -434,13 +476,14 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
     either way. ``workers`` threads find faces (default: every core); ``threads`` is each
     onnxruntime session's (default: cores / (workers + 1), at least 1).
     ``progress(finished, total)`` is called after each chunk; ``arguments`` (default: this
-    call's) go into the metadata.
+    call's) go into the metadata. ``geometry`` adds each face's fWHR, pose and quality
+    columns (``facevalue.geometry``).
     """
     started = time.perf_counter()
     out = Path(out)
     companies = Path(companies if companies is not None else write.default_companies_path(out))
     write.check_outputs(out, companies)
-    options = Options(faces, max_pixels, batch_size, chunk_size)
+    options = Options(faces, max_pixels, batch_size, chunk_size, geometry)
     workers = workers or default_workers()
     # the calling thread classifies beside the workers; onnxruntime threads beyond the free
     # cores would only spin
@@ -448,23 +491,30 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
     found = discover.discover(photos, manifest)
     classifier = load_classifier(model, device, threads)
     detector = FaceDetector(providers=resolve_providers(device), threads=threads)
+    mesh = geom.FaceMesh(providers=resolve_providers(device), threads=threads) \
+        if geometry else None
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
-                     "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels}
-    meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments)
+                     "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
+                     "geometry": geometry}
+    meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments,
+                                mesh.name if mesh else None)
     ids = discover.id_columns(found)
     stats = RunStats()
-    setup = setup_key(classifier.sha256, detector.name, options, photos)
-    with SavedResults(state_folder(out), setup) as saved:
+    setup = setup_key(classifier.sha256, detector.name, options, photos,
+                      mesh.name if mesh else None)
+    columns = FACE_COLUMNS + (len(geom.COLUMNS) if mesh else 0)
+    with SavedResults(state_folder(out), setup, columns) as saved:
         _remove_stale_temps(out, companies)
         chunks = score_photos(found, photos, detector, classifier, options,
                               _counting(progress, len(found)), workers=workers, saved=saved,
-                              stats=stats)
-        _write_rows(chunks, write.face_schema(ids, meta), out, stats)
+                              stats=stats, mesh=mesh)
+        _write_rows(chunks, write.face_schema(ids, meta, geometry=mesh is not None), out,
+                    stats)
     n_photos = len(found)
     # hand back onnxruntime's buffers and the photo list before aggregating
-    del chunks, classifier, detector, found
-    company_frame = aggregate.companies(_aggregation_columns(out, ids), ids)
+    del chunks, classifier, detector, mesh, found
+    company_frame = aggregate.companies(_aggregation_columns(out, ids, geometry), ids)
     write.write_frame(company_frame, companies,
                       write.company_schema(company_frame.columns, meta))
     return Summary(out, companies, n_photos, stats.faces, dict(stats.statuses.most_common()),
@@ -479,7 +529,7 @@ def score_folder(photos: str | Path, out: str | Path | None = None, *,
                  threads: int | None = None, workers: int | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
                  progress: Callable[[int, int], None] | None = None,
-                 arguments: Mapping[str, Any] | None = None) -> Scores:
+                 arguments: Mapping[str, Any] | None = None, geometry: bool = False) -> Scores:
     """Score every photo under ``photos``; return per-face and per-company DataFrames.
 
     ``write_scores`` with the tables returned in memory: with ``out``, the per-face Parquet
@@ -490,7 +540,8 @@ def score_folder(photos: str | Path, out: str | Path | None = None, *,
     """
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
-                     "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels}
+                     "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
+                     "geometry": geometry}
     with tempfile.TemporaryDirectory(prefix="facevalue-") as scratch:
         target = Path(scratch, "faces.parquet") if out is None else Path(out)
         if out is None and companies is None:
@@ -498,7 +549,8 @@ def score_folder(photos: str | Path, out: str | Path | None = None, *,
         summary = write_scores(photos, target, companies=companies, manifest=manifest,
                                model=model, device=device, faces=faces, batch_size=batch_size,
                                max_pixels=max_pixels, threads=threads, workers=workers,
-                               chunk_size=chunk_size, progress=progress, arguments=arguments)
+                               chunk_size=chunk_size, progress=progress, arguments=arguments,
+                               geometry=geometry)
         meta = write.read_metadata(summary.out)
         face_frame = pq.read_table(summary.out).to_pandas()
         company_frame = pq.read_table(summary.companies).to_pandas()
@@ -542,14 +594,16 @@ def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: 
     stats.charge("write", since)  # the last row group, the footer and the rename
 
 
-def _aggregation_columns(out: Path, ids: list[str]) -> pd.DataFrame:
+def _aggregation_columns(out: Path, ids: list[str], geometry: bool) -> pd.DataFrame:
     """The columns the company table needs, read back from the per-face file.
 
     Text columns come back as categoricals (a company's name is stored once, not once per
     face) and Arrow's buffers are freed while converting: memory stays flat with the rows.
     """
     text = ["company", *ids, "status", "emotion"]
-    table = pq.read_table(out, columns=[*text, "face", *LABELS], read_dictionary=text)
+    measures = ["fwhr", "geometry_ok"] if geometry else []
+    table = pq.read_table(out, columns=[*text, "face", *LABELS, *measures],
+                          read_dictionary=text)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 

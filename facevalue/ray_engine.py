@@ -46,6 +46,7 @@ from facevalue.classify import (
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
+from facevalue.geometry import FaceMesh
 from facevalue.pipeline import Options, PhotoFaces, Scores, classify_chunk, find_faces
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Job:
     threads: int
     classifier: ShippedModel
     detector: ShippedModel
+    mesh: ShippedModel | None = None  # the face mesh, when geometry is measured
 
 
 def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
@@ -121,14 +123,14 @@ def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
                      max_pixels: int = decode.DEFAULT_MAX_PIXELS, threads: int | None = None,
                      progress: Callable[[int, int], None] | None = None,
                      arguments: Mapping[str, Any] | None = None,
-                     ray_options: RayOptions = RayOptions()) -> Scores:
+                     ray_options: RayOptions = RayOptions(), geometry: bool = False) -> Scores:
     """``score_folder`` on Ray Data: same arguments, same tables; paths may be URIs.
 
     ``threads`` is per actor (default 1: Ray runs one actor per core). Ray starts locally
     unless ``ray_options.address`` or ``$RAY_ADDRESS`` names a cluster; a Ray already
     initialised in this process is used as it is.
     """
-    options = Options(faces, max_pixels, batch_size)
+    options = Options(faces, max_pixels, batch_size, geometry=geometry)
     if out is not None:
         write.check_outputs(out, companies or write.default_companies_path(out))
     root = location(photos)
@@ -136,16 +138,19 @@ def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
     # The driver only checks the models and hashes them; it needs no GPU.
     classifier = load_classifier(model, "cpu", threads=1)
     detector = FaceDetector(threads=1)
+    mesh = FaceMesh(threads=1) if geometry else None
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
                      "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
-                     "engine": "ray", "ray_address": ray_options.address}
-    meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments)
+                     "geometry": geometry, "engine": "ray", "ray_address": ray_options.address}
+    meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments,
+                                mesh.name if mesh else None)
     ids = discover.id_columns(found)
-    schema = write.face_schema(ids, meta)
+    schema = write.face_schema(ids, meta, geometry=geometry)
     with ray_session(ray_options) as ray:
         job = Job(root, tuple(ids), options, classifier.contract, device, threads or 1,
-                  ship(ray, classifier.path), ship(ray, detector.path))
+                  ship(ray, classifier.path), ship(ray, detector.path),
+                  ship(ray, mesh.path) if mesh else None)
         table = run(ray, job, found, ray_options, schema, progress)
     face_frame = table.to_pandas()
     company_frame = aggregate.companies(face_frame, ids)
@@ -383,12 +388,14 @@ class ClassifyFaces:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.schema = write.face_schema(job.ids)
+        self.schema = write.face_schema(job.ids, geometry=job.mesh is not None)
         self.classifier = Classifier(job.classifier.local_file(), job.device, job.threads)
+        self.mesh = None if job.mesh is None else FaceMesh(
+            job.mesh.local_file(), resolve_providers(job.device), job.threads)
 
     def rows(self, items: list[PhotoFaces]) -> pa.Table:
         """The per-face table of a batch of photos, built as the local engine builds it."""
-        rows = classify_chunk(items, self.classifier, self.job.options.batch_size)
+        rows = classify_chunk(items, self.classifier, self.job.options.batch_size, self.mesh)
         return write.rows_to_table(rows, self.schema)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -65,7 +65,8 @@ class StateError(RuntimeError):
 class PhotoResult:
     """What scoring found in one photo, apart from which photo it is: what the state saves.
 
-    ``faces`` is float64 ``(n, 5 + classes)``: x, y, w, h, detector score, probabilities.
+    ``faces`` is float64 ``(n, 5 + classes [+ geometry])``: x, y, w, h, detector score,
+    probabilities, then the geometry columns when measured.
     """
 
     status: str
@@ -102,9 +103,10 @@ def file_key(root: Path, path: str) -> FileKey | None:
 class SavedResults:
     """The state database of one output, held (locked) from opening to ``close``."""
 
-    def __init__(self, folder: str | Path, setup: str) -> None:
+    def __init__(self, folder: str | Path, setup: str, columns: int = FACE_COLUMNS) -> None:
         self.folder = Path(folder)
         self.setup = setup
+        self.columns = columns  # per face: FACE_COLUMNS, and the geometry's when measured
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self.db = _connect(self.folder / STATE_FILE)
@@ -124,7 +126,7 @@ class SavedResults:
             return None
         status, error, faces_in_photo, faces, sha256 = row
         return PhotoResult(status, error, faces_in_photo, sha256,
-                           np.frombuffer(faces, np.float64).reshape(-1, FACE_COLUMNS))
+                           np.frombuffer(faces, np.float64).reshape(-1, self.columns))
 
     def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
         """Save scored photos in one transaction (all or none survive a crash)."""

@@ -32,9 +32,17 @@ COUNTS = ("photos", "faces", "failed")
 SCORES = ("happiness_share", "positivity")
 
 
-def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | None = None
-                ) -> pa.Schema:
-    """The per-face table: one row per face kept, or one per photo that yielded none."""
+GEOMETRY_COUNTS = ("geometry_faces",)
+GEOMETRY_SCORES = ("fwhr",)
+
+
+def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | None = None,
+                geometry: bool = False) -> pa.Schema:
+    """The per-face table: one row per face kept, or one per photo that yielded none.
+
+    ``geometry`` adds fwhr, yaw, pitch, roll, eye_distance, sharpness, landmark_score
+    (float32) and geometry_ok (bool) after the emotions.
+    """
     fields = [pa.field("path", pa.string()), pa.field("company", pa.string())]
     fields += [pa.field(name, pa.string()) for name in id_columns]
     fields += [pa.field("status", pa.string()), pa.field("error", pa.string())]
@@ -42,7 +50,13 @@ def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | No
                                                       "x", "y", "w", "h")]
     fields.append(pa.field("face_score", pa.float32()))
     fields += [pa.field(label, pa.float32()) for label in LABELS]
-    fields += [pa.field("emotion", pa.string()), pa.field("photo_sha256", pa.string())]
+    fields += [pa.field("emotion", pa.string())]
+    if geometry:
+        from facevalue.geometry import COLUMNS
+
+        fields += [pa.field(name, pa.float32()) for name in COLUMNS[:-1]]
+        fields.append(pa.field(COLUMNS[-1], pa.bool_()))
+    fields.append(pa.field("photo_sha256", pa.string()))
     return pa.schema(fields, metadata=metadata)
 
 
@@ -54,9 +68,10 @@ def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = 
     counts are int64, scores float64, and everything else (company, ids, year) strings.
     """
     def kind(name: str) -> pa.DataType:
-        if name in COUNTS:
+        if name in COUNTS or name in GEOMETRY_COUNTS:
             return pa.int64()
-        return pa.float64() if name in LABELS or name in SCORES else pa.string()
+        scores = (*LABELS, *SCORES, *GEOMETRY_SCORES)
+        return pa.float64() if name in scores else pa.string()
     return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
 
 
@@ -79,7 +94,7 @@ def check_outputs(out: str | Path, companies: str | Path) -> None:
 
 
 def table_metadata(model: str, model_sha256: str, detector: str,
-                   arguments: Mapping[str, Any]) -> dict[str, str]:
+                   arguments: Mapping[str, Any], landmarks: str | None = None) -> dict[str, str]:
     """Key-value metadata naming what produced a table, so a published result is traceable.
 
     ``facevalue.run_id`` is new for every run and the same in both tables of a run, so a
@@ -93,6 +108,7 @@ def table_metadata(model: str, model_sha256: str, detector: str,
         "facevalue.detector": detector,
         "facevalue.arguments": json.dumps(dict(arguments), default=str, sort_keys=True),
         "facevalue.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"facevalue.landmarks": landmarks} if landmarks else {}),
     }
 
 

@@ -110,6 +110,18 @@ def test_both_engines_give_the_same_tables_on_a_tree_full_of_traps(
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("split", [False, True])
+def test_geometry_columns_are_the_same_on_ray(local_ray: Any, tiny_model: Path, tmp_path: Path,
+                                             split: bool) -> None:
+    settings = {"model": tiny_model, "device": "cpu", "geometry": True}
+    local = score_folder(SAMPLE_PHOTOS, tmp_path / "local.parquet", **settings)
+    ray = score_folder_ray(SAMPLE_PHOTOS, tmp_path / "ray.parquet", **settings,
+                           ray_options=RayOptions(split=split))
+    assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    assert ray.faces["fwhr"].notna().sum() == 2 and "geometry_faces" in ray.companies
+
+
+@pytest.mark.ray
 def test_split_plan_with_uris_and_manifest_equals_local(local_ray: Any, corpus: Path,
                                                         tiny_model: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"

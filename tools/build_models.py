@@ -194,7 +194,7 @@ def build(spec: Spec, out: Path, wheel: Path, work: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build into ``models/``, or with ``--check`` build aside and compare with the shipped files."""
+    """Build into ``models/``, or with ``--check`` build aside and compare with the shipped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="rebuild in a temp dir and compare with the shipped files")
