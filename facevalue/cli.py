@@ -74,7 +74,7 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
                    "is the same for any number.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary or info messages.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: Ray Data on a local Ray or a cluster (pip install 'facevalue[ray]'); "
+              help="ray: Ray Data on a local Ray or a cluster (pip install '.[ray]' in the clone); "
                    "PHOTOS and outputs may then be URIs (s3://, gs://), --threads is per actor.")
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join with --engine ray (host:port, auto) "
@@ -269,7 +269,7 @@ def evaluate(data: str, labels: str | None, split: str, model: str | None, devic
 def train(args: tuple[str, ...]) -> None:
     """Fit, export or quantise a model: forwards ARGS to `python -m train` (`... train --help`).
 
-    Needs TensorFlow: `pip install 'facevalue[train]'`, in a source checkout (the train/
+    Needs TensorFlow: `pip install '.[train]'` in a source checkout (the train/
     package is not in the wheel).
     """
     import importlib.util
@@ -278,7 +278,7 @@ def train(args: tuple[str, ...]) -> None:
 
     if importlib.util.find_spec("tensorflow") is None:
         raise click.ClickException("training needs TensorFlow and tf2onnx: "
-                                   "pip install 'facevalue[train]'")
+                                   "pip install '.[train]' in a clone of the repository")
     raise SystemExit(subprocess.call([sys.executable, "-m", "train", *args]))
 
 

@@ -51,7 +51,8 @@ from facevalue.pipeline import Options, PhotoFaces, Scores, classify_chunk, find
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "the Ray engine needs Ray: pip install 'facevalue[ray]'"
+INSTALL_HINT = ("the Ray engine needs Ray: pip install '.[ray]' in a clone of the "
+                "repository (or pip install 'ray[data]')")
 # Blocks per actor at least, so a slow block (huge photos) does not leave the others idle.
 BLOCKS_PER_ACTOR = 4
 

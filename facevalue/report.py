@@ -422,7 +422,8 @@ def require_extra() -> None:
         import matplotlib  # noqa: F401
     except ImportError as e:
         raise ReportError(f"the report needs the [report] extra ({e.name} is missing): "
-                          "pip install 'facevalue[report]'") from e
+                          "pip install '.[report]' in a clone of the repository "
+                          "(matplotlib, jinja2)") from e
 
 
 def render(context: dict[str, Any]) -> str:

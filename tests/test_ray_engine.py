@@ -163,7 +163,7 @@ def test_without_ray_the_cli_says_how_to_install(monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(cli, ["score", str(SAMPLE_PHOTOS), "--engine", "ray", "--out",
                                       str(tmp_path / "s.parquet"), "--model", str(tiny_model)])
     assert result.exit_code == 1
-    assert "pip install 'facevalue[ray]'" in result.output
+    assert "pip install '.[ray]'" in result.output
     assert not (tmp_path / "s.parquet").exists()
 
 

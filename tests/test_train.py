@@ -286,4 +286,4 @@ def test_facevalue_train_forwards_or_explains(monkeypatch):
                         lambda name, *a: None if name == "tensorflow" else real(name, *a))
     result = CliRunner().invoke(cli_module.cli, ["train", "fit", "--help"])
     assert result.exit_code == 1
-    assert "pip install 'facevalue[train]'" in result.output
+    assert "pip install '.[train]'" in result.output
