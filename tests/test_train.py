@@ -287,3 +287,29 @@ def test_facevalue_train_forwards_or_explains(monkeypatch):
     result = CliRunner().invoke(cli_module.cli, ["train", "fit", "--help"])
     assert result.exit_code == 1
     assert "pip install '.[train]'" in result.output
+
+
+@pytest.mark.train
+def test_a_committed_run_folder_exports_and_continues(exported, data, tmp_path):
+    """config.json, log.csv and best.weights.h5 alone (what a session commits) are enough."""
+    import shutil
+
+    from train.__main__ import cli as train_cli
+    from train.fit import WEIGHTS, fit
+
+    arch, run, model = exported
+    _, csv, _ = data
+    slim = tmp_path / "runs" / arch
+    slim.mkdir(parents=True)
+    for name in ("config.json", "log.csv", "epoch_seconds.csv", WEIGHTS):
+        shutil.copy(run / name, slim / name)
+    again = tmp_path / f"{arch}.onnx"
+    result = CliRunner().invoke(train_cli, ["export", str(slim), "--out", str(again),
+                                            "--no-card"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    faces = fer2013.load(csv).split("PublicTest").images[..., None]
+    np.testing.assert_allclose(Classifier(again, "cpu").predict(faces),
+                               Classifier(model, "cpu").predict(faces), atol=1e-5)
+    if arch == "fvnet":  # the next cycle starts from the committed weights
+        fit(csv, arch, tmp_path / "runs" / "next", epochs=1, verbose=0, init=slim)
+        assert (tmp_path / "runs" / "next" / WEIGHTS).exists()

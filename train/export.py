@@ -76,10 +76,15 @@ def load_float32(run: Path) -> tuple[keras.Model, dict]:
     checkpoint's own architecture (not today's code in archs.py, which may have moved on)
     under float32 policies and copying the weights gives a full-precision graph.
     """
+    from train.fit import WEIGHTS, best_network
+
     config_path, best = run / "config.json", run / "best.keras"
-    if not config_path.is_file() or not best.is_file():
-        raise ExportError(f"{run}: not a finished run (needs config.json and best.keras)")
+    if not config_path.is_file() or not (best.is_file() or (run / WEIGHTS).is_file()):
+        raise ExportError(f"{run}: not a finished run (needs config.json and best.keras "
+                          f"or {WEIGHTS})")
     config = json.loads(config_path.read_text())
+    if not best.is_file():  # a committed run folder: today's code for its architecture
+        return best_network(run, "fp32"), config
     trained = keras.models.load_model(best, compile=False)
     model = type(trained).from_config(_float32_policies(trained.get_config()))
     model.set_weights(trained.get_weights())

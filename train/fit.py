@@ -23,6 +23,9 @@ class RunError(ValueError):
     """A run folder that cannot be used as asked (the message says which and why)."""
 
 
+# The best epoch's weights alone: enough to export the run or start the next cycle from it on
+# another machine (config.json names the architecture), small enough to commit.
+WEIGHTS = "best.weights.h5"
 # The validation slice is the same for every run and seed, so runs compare on equal terms.
 VAL_SEED = 2013
 
@@ -110,8 +113,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         init = Path(init)
         if arch not in archs.FINETUNE_RECIPES:
             raise RunError(f"{arch} has no fine-tuning recipe; train it without --init")
-        if not (init / "best.keras").exists():
-            raise RunError(f"{init} holds no best.keras: not a finished run folder")
+        if not (init / "best.keras").exists() and not (init / WEIGHTS).exists():
+            raise RunError(f"{init} holds no best.keras or {WEIGHTS}: not a finished run")
         init_arch = json.loads((init / "config.json").read_text())["arch"]
         if init_arch != arch:
             raise RunError(f"{init} is a {init_arch} run; --arch is {arch}")
@@ -142,7 +145,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         model = build(arch, precision, recipe.arch_kwargs)
         if init is not None:
             # Same layers, other dropout rates: the weights carry over one for one.
-            model.set_weights(keras.models.load_model(init / "best.keras").get_weights())
+            model.set_weights(best_network(init).get_weights())
         steps = -(-len(train) // recipe.batch_size)
         model.compile(_optimizer(recipe, steps, epochs),
                       keras.losses.CategoricalCrossentropy(
@@ -162,6 +165,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             _EpochTimer(out / "epoch_seconds.csv"),
         ])
     log.info("trained %s in %.0f s", arch, time.time() - started)
+    # weights only (a third of best.keras, no optimiser state): what a run folder commits
+    keras.models.load_model(out / "best.keras").save_weights(out / WEIGHTS)
     from facevalue.plots import plot_training_curves
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
@@ -181,6 +186,25 @@ class _EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with self.path.open("a") as f:
             f.write(f"{epoch},{time.time() - self.started:.1f}\n")
+
+
+def best_network(run: Path, precision: str | None = None) -> keras.Model:
+    """A run's best network: ``best.keras``, or its architecture with ``best.weights.h5``.
+
+    ``precision`` rebuilds it under another dtype policy (``fp32`` for export); None keeps
+    the run's own.
+    """
+    config = json.loads((run / "config.json").read_text())
+    if (run / "best.keras").exists() and precision is None:
+        return keras.models.load_model(run / "best.keras", compile=False)
+    model = build(config["arch"], precision or config.get("precision", "fp32"),
+                  config.get("recipe", {}).get("arch_kwargs"))
+    if (run / "best.keras").exists():
+        model.set_weights(keras.models.load_model(run / "best.keras", compile=False)
+                          .get_weights())
+    else:
+        model.load_weights(run / WEIGHTS)
+    return model
 
 
 def _completed_epochs(out: Path) -> int:
