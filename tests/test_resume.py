@@ -178,3 +178,31 @@ def test_stale_temporary_files_are_removed(photos: Path, tiny_model: Path,
 
 def test_state_lives_beside_the_output(tmp_path: Path) -> None:
     assert state_folder(tmp_path / "scores.parquet") == tmp_path / ".scores.facevalue-state"
+
+
+def test_a_kill_between_the_two_renames_is_caught_by_the_run_ids(
+        photos: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run killed after renaming its per-face file, before its companies file."""
+    import facevalue.pipeline as pipeline
+    from facevalue.report import ReportError, build_report
+    from facevalue.write import default_companies_path, read_metadata
+
+    out = tmp_path / "s.parquet"
+    write_scores(photos, out, model=tiny_model)
+    first = read_metadata(default_companies_path(out))["facevalue.run_id"]
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.write, "write_frame", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_scores(photos, out, model=tiny_model)
+    monkeypatch.undo()
+    assert read_metadata(out)["facevalue.run_id"] != first  # the pair is mismatched now
+    assert read_metadata(default_companies_path(out))["facevalue.run_id"] == first
+    pytest.importorskip("jinja2")
+    with pytest.raises(ReportError, match="comes from another run"):
+        build_report(out, tmp_path / "r.html")
+    write_scores(photos, out, model=tiny_model)  # the same command again mends it
+    assert read_metadata(out)["facevalue.run_id"] == \
+        read_metadata(default_companies_path(out))["facevalue.run_id"]
