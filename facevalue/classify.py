@@ -258,15 +258,25 @@ def _read_model(path: Path) -> bytes:
         raise ModelError(f"{path}: cannot read the model ({e.strerror or e})") from e
 
 
-def _session(data: bytes, path: Path, device: str,
-             threads: int | None) -> ort.InferenceSession:
+def new_session(data: bytes, providers: list[str],
+                threads: int | None = None) -> ort.InferenceSession:
+    """The one place facevalue makes onnxruntime sessions (classifier, detector, face mesh).
+
+    ``threads`` caps intra-op threads (one inter-op thread: the graphs are sequential).
+    Raises onnxruntime's own errors; each caller words them for its model.
+    """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=providers)
+
+
+def _session(data: bytes, path: Path, device: str,
+             threads: int | None) -> ort.InferenceSession:
     providers = resolve_providers(device)
     try:
-        return ort.InferenceSession(data, options, providers=providers)
+        return new_session(data, providers, threads)
     except UnicodeDecodeError as e:  # onnxruntime failed to decode its own error message
         raise ModelError(f"{path}: not a usable ONNX model (a damaged file?)") from e
     except ORT_ERRORS as e:

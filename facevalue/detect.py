@@ -23,7 +23,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+from facevalue.classify import new_session
 
 log = logging.getLogger(__name__)
 
@@ -285,12 +286,8 @@ class FaceDetector:
             data = self.path.read_bytes()
         except OSError as e:
             raise DetectorError(f"cannot read face detector {self.path}: {e}") from e
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(data, options, providers=self.providers)
+            self._session = new_session(data, self.providers, self.threads)
         except Exception as e:  # onnxruntime raises several private exception types
             raise DetectorError(f"{self.path} is not a usable ONNX model: {e}") from e
         shapes = {o.name: o.shape for o in self._session.get_outputs()}

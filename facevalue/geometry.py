@@ -27,8 +27,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
+from facevalue.classify import new_session
 from facevalue.detect import Box, square_transform
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,8 @@ class FaceMesh:
             data = self.path.read_bytes()
         except OSError as e:
             raise LandmarkError(f"cannot read the face mesh {self.path}: {e}") from e
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(data, options, providers=self.providers)
+            self._session = new_session(data, self.providers, self.threads)
         except Exception as e:  # onnxruntime raises several private exception types
             raise LandmarkError(f"{self.path} is not a usable ONNX model: {e}") from e
         outputs = {o.name: o.shape[1:] for o in self._session.get_outputs()}
