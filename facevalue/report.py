@@ -25,8 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facevalue import __version__, aggregate, decode, discover, write
+from facevalue import __version__, aggregate, decode, discover, geometry, write
 from facevalue.contract import LABELS
+from facevalue.detect import Box
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ SCORED = (aggregate.OK, aggregate.NO_FACE)  # any other status is a failure, as 
 FACE_PX = 88  # face thumbnails are squares this wide: enough to judge a crop, small in bytes
 PHOTO_PX = 180  # review photos are scaled so the longer side is this long
 WEBP_QUALITY = 80
+LINE_BGR = (40, 40, 230)  # fWHR's width and height lines: red
 BOX_BGR = (70, 200, 70)  # the main face: green
 OTHER_BOX_BGR = (255, 160, 40)  # the other faces: blue
 
@@ -221,6 +223,8 @@ def has_box(faces: pd.DataFrame) -> pd.Series:
 
 def make_thumbnails(faces: pd.DataFrame, shown: pd.DataFrame, review: pd.DataFrame,
                     root: Path | None) -> tuple[dict[Any, Thumb], dict[str, Thumb]]:
+    # a run with geometry: the face mesh draws the lines fWHR was measured on
+    mesh = geometry.FaceMesh(threads=1) if "fwhr" in faces and root is not None else None
     """Face crops (keyed by row index) and whole-photo views (keyed by path).
 
     Each photo is decoded once, however many of its faces and views the page shows.
@@ -239,7 +243,7 @@ def make_thumbnails(faces: pd.DataFrame, shown: pd.DataFrame, review: pd.DataFra
     for path in sorted(crops.keys() | views):
         image, why = read_photo(root, path)
         for index, row in crops.get(path, []):
-            face_thumbs[index] = face_thumb(image, row, why)
+            face_thumbs[index] = face_thumb(image, row, why, mesh)
         if path in views:
             photo_thumbs[path] = photo_thumb(image, path, boxes.get(path, []), why)
     return face_thumbs, photo_thumbs
@@ -256,15 +260,43 @@ def read_photo(root: Path, relative: str) -> tuple[decode.Decoded | None, str]:
         return None, e.status.replace("_", " ")
 
 
-def face_thumb(image: decode.Decoded | None, row: Mapping[str, Any], why: str) -> Thumb:
-    """A square crop around the face box with the box drawn, captioned with the top emotion."""
+def face_thumb(image: decode.Decoded | None, row: Mapping[str, Any], why: str,
+               mesh: geometry.FaceMesh | None = None) -> Thumb:
+    """A square crop around the face box with the box drawn, captioned with the top emotion.
+
+    With ``mesh`` and a measured fWHR, the caption gives fWHR and yaw, and the crop shows the
+    width (cheekbones) and height (upper lip to brow) lines, measured again on this decode.
+    """
     label = str(row["emotion"]) if pd.notna(row["emotion"]) else "?"
     share = float(row[label]) if label in LABELS and pd.notna(row[label]) else float("nan")
     caption = f"{label} {share:.0%}" if share == share else label
     title = f"{row['path']} · face {int(row['face'])}"
+    measured = mesh is not None and pd.notna(row.get("fwhr"))
+    if measured:
+        mark = "" if row.get("geometry_ok") else " (not ok)"
+        caption += f" · fWHR {row['fwhr']:.2f}{mark}"
+        title += f" · yaw {row['yaw']:.0f}°, pitch {row['pitch']:.0f}°, roll {row['roll']:.0f}°"
     if image is None:
         return Thumb(None, caption, title, why)
-    return Thumb(image_uri(crop_face(image.image, decoded_box(image, row))), caption, title)
+    box = decoded_box(image, row)
+    lines = fwhr_lines(mesh, image.image, box, float(row["roll"])) if measured and mesh else []
+    return Thumb(image_uri(crop_face(image.image, box, lines=lines)), caption, title)
+
+
+def fwhr_lines(mesh: geometry.FaceMesh, image: np.ndarray, box: tuple[int, int, int, int],
+               roll: float) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The width and height segments of fWHR in ``image``'s pixels, from a fresh mesh pass."""
+    x, y, w, h = box
+    cx, cy, half = x + w / 2, y + h / 2, w / 4
+    dx, dy = half * np.cos(np.radians(roll)), half * np.sin(np.radians(roll))
+    face = Box(x, y, w, h, 1.0, (cx - dx, cy - dy, cx + dx, cy + dy))  # eyes along the roll
+    crop, matrix = geometry.mesh_crop(image, face)
+    points, _ = mesh.landmarks(crop[None])
+    found = geometry.to_photo(points[0], matrix)[:, :2]
+    brow = found[list(geometry.BROW_POINTS)].mean(axis=0)
+    left, right = (found[i] for i in geometry.WIDTH_POINTS)
+    return [((left[0], left[1]), (right[0], right[1])),
+            ((found[geometry.LIP_POINT][0], found[geometry.LIP_POINT][1]), (brow[0], brow[1]))]
 
 
 def decoded_box(image: decode.Decoded, row: Mapping[str, Any]) -> tuple[int, int, int, int]:
@@ -274,8 +306,11 @@ def decoded_box(image: decode.Decoded, row: Mapping[str, Any]) -> tuple[int, int
             max(round(row["w"] / sx), 1), max(round(row["h"] / sy), 1))
 
 
-def crop_face(image: np.ndarray, box: tuple[int, ...], size: int = FACE_PX) -> np.ndarray:
-    """A square around ``box`` with a margin for context, padded where it leaves the photo."""
+def crop_face(image: np.ndarray, box: tuple[int, ...], size: int = FACE_PX,
+              lines: Sequence[tuple[tuple[float, float], tuple[float, float]]] = ()
+              ) -> np.ndarray:
+    """A square around ``box`` with a margin for context, padded where it leaves the photo;
+    ``lines`` (image pixels) are drawn over it."""
     x, y, w, h = box
     side = max(int(max(w, h) * 1.6), 1)
     x0, y0 = int(x + w / 2 - side / 2), int(y + h / 2 - side / 2)
@@ -293,6 +328,9 @@ def crop_face(image: np.ndarray, box: tuple[int, ...], size: int = FACE_PX) -> n
     corner = (int((x - x0) * scale), int((y - y0) * scale))
     cv2.rectangle(crop, corner, (int(corner[0] + w * scale), int(corner[1] + h * scale)),
                   BOX_BGR, 1)
+    for start, end in lines:
+        ends = [(round((px - x0) * scale), round((py - y0) * scale)) for px, py in (start, end)]
+        cv2.line(crop, ends[0], ends[1], LINE_BGR, 1, cv2.LINE_AA)
     return crop
 
 

@@ -296,3 +296,32 @@ def test_a_companies_table_from_another_run_is_refused(run, tmp_path):
     with pytest.raises(ReportError, match="comes from another run"):
         build_report(faces, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_geometry_run_shows_fwhr_and_its_lines(tmp_path):
+    from images import SAMPLE_PHOTOS
+
+    from facevalue import score_folder
+
+    out = tmp_path / "g.parquet"
+    faces, _ = score_folder(SAMPLE_PHOTOS, out, device="cpu", geometry=True)
+    html = build_report(out, tmp_path / "r.html", photos=SAMPLE_PHOTOS).path.read_text()
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", html)
+    fwhr = faces.dropna(subset=["fwhr"]).set_index("path")["fwhr"]
+    assert sorted(captions) == sorted(
+        f"{faces.set_index('path').loc[p, 'emotion']} "
+        f"{faces.set_index('path').loc[p, faces.set_index('path').loc[p, 'emotion']]:.0%}"
+        f" · fWHR {v:.2f}" for p, v in fwhr.items())
+    plain_out = tmp_path / "p.parquet"
+    score_folder(SAMPLE_PHOTOS, plain_out, device="cpu")
+    plain = build_report(plain_out, tmp_path / "p.html", photos=SAMPLE_PHOTOS).path.read_text()
+
+    def red_pixels(page: str) -> list[int]:
+        uris = re.findall(r'<img class="face" src="data:image/webp;base64,([^"]+)"', page)
+        tiles = [cv2.imdecode(np.frombuffer(base64.b64decode(u), np.uint8), cv2.IMREAD_COLOR)
+                 for u in uris]
+        return [int(((t[..., 2] > 160) & (t[..., 1] < 100) & (t[..., 0] < 100)).sum())
+                for t in tiles]
+
+    # the width and height lines add red pixels to each thumbnail
+    assert all(g > p + 30 for g, p in zip(red_pixels(html), red_pixels(plain), strict=True))
