@@ -81,6 +81,25 @@ def models_folders() -> list[Path]:
             Path(__file__).resolve().parents[1] / "models"]
 
 
+def shipped_file(name: str) -> Path:
+    """A shipped model file by name: the first of ``models_folders`` that holds it."""
+    folders = models_folders()
+    return next((f / name for f in folders if (f / name).is_file()), folders[-1] / name)
+
+
+def open_model(path: Path, providers: list[str], threads: int | None,
+               error: type[Exception], what: str) -> tuple[ort.InferenceSession, bytes]:
+    """Read a model file and open a session on it; ``error`` says what failed, for ``what``."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read the {what} {path}: {e}") from e
+    try:
+        return new_session(data, providers, threads), data
+    except Exception as e:  # onnxruntime raises several private exception types
+        raise error(f"{path} is not a usable ONNX model: {e}") from e
+
+
 def default_model() -> Path:
     """The shipped default classifier, its sha256 checked against ``models/SHA256SUMS``."""
     for folder in models_folders():

@@ -17,14 +17,13 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from facevalue.classify import new_session
+from facevalue.classify import open_model, shipped_file
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,7 @@ class Box:
 
 def default_model_path() -> Path:
     """The shipped detector: inside the installed package, else the source checkout's models/."""
-    installed = Path(str(resources.files("facevalue"))) / "models" / MODEL_FILE
-    if installed.is_file():
-        return installed
-    return Path(__file__).resolve().parents[1] / "models" / MODEL_FILE
+    return shipped_file(MODEL_FILE)
 
 
 def ssd_anchors() -> np.ndarray:
@@ -282,14 +278,8 @@ class FaceDetector:
 
     def _open(self) -> None:
         """Create the session and check the model is the BlazeFace layout this code decodes."""
-        try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise DetectorError(f"cannot read face detector {self.path}: {e}") from e
-        try:
-            self._session = new_session(data, self.providers, self.threads)
-        except Exception as e:  # onnxruntime raises several private exception types
-            raise DetectorError(f"{self.path} is not a usable ONNX model: {e}") from e
+        self._session, data = open_model(self.path, self.providers, self.threads,
+                                         DetectorError, "face detector")
         shapes = {o.name: o.shape for o in self._session.get_outputs()}
         expected = {"regressors": [1, 896, 16], "classificators": [1, 896, 1]}
         if shapes != expected or self._session.get_inputs()[0].shape != [1, 128, 128, 3]:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from facevalue.classify import new_session
+from facevalue.classify import open_model, shipped_file
 from facevalue.detect import Box, square_transform
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,7 @@ class LandmarkError(ValueError):
 
 def default_model_path() -> Path:
     """The shipped face mesh: inside the installed package, else the checkout's models/."""
-    installed = Path(str(resources.files("facevalue"))) / "models" / MODEL_FILE
-    if installed.is_file():
-        return installed
-    return Path(__file__).resolve().parents[1] / "models" / MODEL_FILE
+    return shipped_file(MODEL_FILE)
 
 
 def mesh_crop(image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
@@ -92,14 +88,8 @@ class FaceMesh:
         self._open()
 
     def _open(self) -> None:
-        try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise LandmarkError(f"cannot read the face mesh {self.path}: {e}") from e
-        try:
-            self._session = new_session(data, self.providers, self.threads)
-        except Exception as e:  # onnxruntime raises several private exception types
-            raise LandmarkError(f"{self.path} is not a usable ONNX model: {e}") from e
+        self._session, data = open_model(self.path, self.providers, self.threads,
+                                         LandmarkError, "face mesh")
         outputs = {o.name: o.shape[1:] for o in self._session.get_outputs()}
         if outputs != {"landmarks": [1, 1, 3 * POINTS], "presence": [1, 1, 1]}:
             raise LandmarkError(f"{self.path} is not the face mesh (outputs {outputs})")
