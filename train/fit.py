@@ -166,7 +166,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         ])
     log.info("trained %s in %.0f s", arch, time.time() - started)
     # weights only (a third of best.keras, no optimiser state): what a run folder commits
-    keras.models.load_model(out / "best.keras").save_weights(out / WEIGHTS)
+    keras.models.load_model(out / "best.keras", compile=False).save_weights(out / WEIGHTS)
     from facevalue.plots import plot_training_curves
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
