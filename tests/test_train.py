@@ -313,3 +313,30 @@ def test_a_committed_run_folder_exports_and_continues(exported, data, tmp_path):
     if arch == "fvnet":  # the next cycle starts from the committed weights
         fit(csv, arch, tmp_path / "runs" / "next", epochs=1, verbose=0, init=slim)
         assert (tmp_path / "runs" / "next" / WEIGHTS).exists()
+
+
+@pytest.mark.train
+def test_fused_batch_norm_matches_keras_batch_norm():
+    """Same outputs, gradients and moving statistics as Keras's layer (float32)."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    import keras
+    import tensorflow as tf
+
+    from train.archs import FusedBatchNorm
+
+    x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 6, 6, 4)).astype(np.float32))
+    ours, theirs = FusedBatchNorm(), keras.layers.BatchNormalization()
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 4))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_theirs = ours(x, training=True), theirs(x, training=True)
+        loss_ours, loss_theirs = tf.reduce_sum(y_ours**3), tf.reduce_sum(y_theirs**3)
+    np.testing.assert_allclose(y_ours, y_theirs, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_ours, x), tape.gradient(loss_theirs, x),
+                               atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean, atol=1e-6)
+    # the kernel's variance is Bessel-corrected: n / (n - 1) = 288 / 287 here
+    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, rtol=1e-3)
+    np.testing.assert_allclose(ours(x), theirs(x), atol=1e-2)
