@@ -171,7 +171,9 @@ def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
     out = tmp_path / "out" / "s.parquet"
     process = subprocess.Popen(
         [sys.executable, "-m", "facevalue", "score", str(tmp_path / "photos"), "--out", str(out),
-         "--model", str(tiny_model), "--workers", "1"], stderr=subprocess.PIPE, text=True)
+         "--model", str(tiny_model), "--workers", "1"], stderr=subprocess.PIPE, text=True,
+        # a shell's background jobs (CI) start with SIGINT ignored, which Python keeps
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out.parent / ".s.facevalue-state"
     deadline = time.monotonic() + 60
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
