@@ -12,13 +12,11 @@ import logging
 import pandas as pd
 
 from facevalue.contract import LABELS
-from facevalue.discover import UNLISTED
+from facevalue.statuses import NO_FACE, OK, UNLISTED
 from facevalue.write import COUNTS, GEOMETRY_COUNTS, GEOMETRY_SCORES, SCORES
 
 log = logging.getLogger(__name__)
 
-OK = "ok"
-NO_FACE = "no_face"
 NEGATIVE = ("anger", "disgust", "fear", "sadness")
 
 

@@ -21,11 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE
 
-EMPTY = "empty"
-UNREADABLE = "unreadable"
-TOO_LARGE = "too_large"
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 # No photo worth scoring is this large (a 100-megapixel TIFF, uncompressed, is 300 MB); the

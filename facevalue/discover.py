@@ -18,13 +18,11 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from facevalue.contract import LABELS
+from facevalue.statuses import MISSING, UNLISTED
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-# Statuses decided at discovery; decoding and detection add the others.
-MISSING = "missing"
-UNLISTED = "unlisted"
 # Per-face columns a manifest may not reuse, or a copied-through id would overwrite them.
 RESERVED = frozenset({
     "path", "company", "status", "error", "face", "faces_in_photo", "x", "y", "w", "h",

@@ -23,6 +23,7 @@ import pandas as pd
 from facevalue import fer2013
 from facevalue.classify import DEFAULT_BATCH_SIZE, load_classifier
 from facevalue.contract import LABELS, Contract
+from facevalue.statuses import MISSING, NO_FACE, OK
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +273,13 @@ def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> P
     column = {label: i for i, label in enumerate(LABELS)}
     actual = np.array([column[truth[p]] for p in truth])
     emotion = main["emotion"].reindex(list(truth)).where(
-        main["status"].reindex(list(truth)) == "ok")
+        main["status"].reindex(list(truth)) == OK)
     predicted = np.array([column.get(e, len(LABELS)) if isinstance(e, str) else len(LABELS)
                           for e in emotion])
     matrix = np.zeros((len(LABELS), len(LABELS) + 1), np.int64)
     np.add.at(matrix, (actual, predicted), 1)
     per_class = class_metrics(matrix)
-    statuses = main["status"].reindex(list(truth)).fillna("missing").value_counts()
+    statuses = main["status"].reindex(list(truth)).fillna(MISSING).value_counts()
     return PhotoEvaluation(
         model=str(faces.attrs.get("facevalue.model", "")), n=len(actual),
         accuracy=float(np.mean(actual == predicted)),
@@ -286,8 +287,8 @@ def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> P
         macro_f1=float(np.mean([c.f1 for c in per_class if c.support])),
         kappa=cohen_kappa(matrix), per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
-        no_face=int(statuses.get("no_face", 0)),
-        not_scored=int(len(actual) - statuses.get("ok", 0) - statuses.get("no_face", 0)),
+        no_face=int(statuses.get(NO_FACE, 0)),
+        not_scored=int(len(actual) - statuses.get(OK, 0) - statuses.get(NO_FACE, 0)),
         statuses={str(k): int(v) for k, v in statuses.items()})
 
 

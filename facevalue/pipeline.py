@@ -68,11 +68,11 @@ from facevalue.state import (
     file_key,
     state_folder,
 )
+from facevalue.statuses import ERROR
 
 log = logging.getLogger(__name__)
 
 FACES_MODES = ("main", "all")
-ERROR = "error"  # an unexpected failure on one photo; the run goes on (and it is not saved)
 DEFAULT_CHUNK_SIZE = 256
 # Rows are buffered into Parquet row groups of about this many rows: large enough for readers,
 # small enough to keep memory flat (a few MB).
