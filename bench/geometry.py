@@ -58,9 +58,21 @@ def timed(photos: Path, geometry: bool) -> tuple[pd.DataFrame, float]:
         return faces, faces["path"].nunique() / (time.perf_counter() - started)
 
 
+def people(paths: pd.Series, table: Path | None) -> pd.Series:
+    """Each photo's person: from a CSV's person column, else its file name less ``_NNNN``."""
+    if table is None:
+        return paths.str.replace(r"_\d+\.\w+$", "", regex=True)
+    listed = pd.read_csv(table, dtype=str)
+    key = "path" if "path" in listed else "file"
+    return paths.map(dict(zip(listed[key], listed["person"], strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("photos", type=Path)
+    parser.add_argument("--people", type=Path,
+                        help="CSV with path (or file) and person columns [default: people "
+                             "from file names, Name_NNNN.jpg]")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--readme", type=Path)
     args = parser.parse_args()
@@ -70,7 +82,7 @@ def main() -> None:
             faces, rate = timed(args.photos, geometry)
             speeds[geometry].append(rate)
     main_faces = faces[faces["face"] == 0].copy()
-    main_faces["person"] = main_faces["path"].str.replace(r"_\d+\.\w+$", "", regex=True)
+    main_faces["person"] = people(main_faces["path"], args.people)
     passing = main_faces[main_faces["geometry_ok"].fillna(False).astype(bool)]
     groups = [g["fwhr"].to_numpy(float) for _, g in passing.groupby("person") if len(g) >= 2]
     low, high = icc_interval(groups)
