@@ -504,19 +504,25 @@ def write_scores(photos: str | Path, out: str | Path, *, companies: str | Path |
     setup = setup_key(classifier.sha256, detector.name, options, photos,
                       mesh.name if mesh else None)
     columns = FACE_COLUMNS + (len(geom.COLUMNS) if mesh else 0)
-    with SavedResults(state_folder(out), setup, columns) as saved:
-        _remove_stale_temps(out, companies)
-        chunks = score_photos(found, photos, detector, classifier, options,
-                              _counting(progress, len(found)), workers=workers, saved=saved,
-                              stats=stats, mesh=mesh)
-        _write_rows(chunks, write.face_schema(ids, meta, geometry=mesh is not None), out,
-                    stats)
-    n_photos = len(found)
-    # hand back onnxruntime's buffers and the photo list before aggregating
-    del chunks, classifier, detector, mesh, found
-    company_frame = aggregate.companies(_aggregation_columns(out, ids, geometry), ids)
-    write.write_frame(company_frame, companies,
-                      write.company_schema(company_frame.columns, meta))
+    try:
+        with SavedResults(state_folder(out), setup, columns) as saved:
+            _remove_stale_temps(out, companies)
+            chunks = score_photos(found, photos, detector, classifier, options,
+                                  _counting(progress, len(found)), workers=workers,
+                                  saved=saved, stats=stats, mesh=mesh)
+            _write_rows(chunks, write.face_schema(ids, meta, geometry=mesh is not None), out,
+                        stats)
+        n_photos = len(found)
+        # hand back onnxruntime's buffers and the photo list before aggregating
+        del chunks, classifier, detector, mesh, found
+        company_frame = aggregate.companies(_aggregation_columns(out, ids, geometry), ids)
+        write.write_frame(company_frame, companies,
+                          write.company_schema(company_frame.columns, meta))
+    except OSError as e:  # photos' own read errors never get here: they are status rows
+        where = e.filename or f"the outputs in {out.parent}"
+        raise write.OutputError(f"cannot write {where}: {e.strerror or e} (is the folder "
+                                "there, writable, and is there space? the results scored "
+                                "so far are saved)") from e
     return Summary(out, companies, n_photos, stats.faces, dict(stats.statuses.most_common()),
                    stats.scored, stats.reused, time.perf_counter() - started,
                    dict(stats.seconds), workers)

@@ -107,7 +107,11 @@ class SavedResults:
         self.folder = Path(folder)
         self.setup = setup
         self.columns = columns  # per face: FACE_COLUMNS, and the geometry's when measured
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot make {self.folder} for the saved results: "
+                             f"{e.strerror or e}") from e
         try:
             self.db = _connect(self.folder / STATE_FILE)
         except sqlite3.OperationalError as e:
@@ -130,14 +134,18 @@ class SavedResults:
 
     def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
         """Save scored photos in one transaction (all or none survive a crash)."""
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
-                [(k.path, k.size, k.mtime_ns, r.sha256) for k, r in entries])
-            self.db.executemany(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
-                  _faces_blob(r.faces)) for _, r in entries])
+        try:
+            with self.db:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                    [(k.path, k.size, k.mtime_ns, r.sha256) for k, r in entries])
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
+                      _faces_blob(r.faces)) for _, r in entries])
+        except sqlite3.Error as e:  # a full disk, or the folder deleted under the run
+            raise StateError(f"{self.folder}: cannot save results ({e}); free space or "
+                             "delete the folder, then run again") from e
 
     def close(self) -> None:
         """Release the lock (the database and its write-ahead log stay for the next run)."""

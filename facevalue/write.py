@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -137,7 +138,11 @@ class AtomicParquetWriter:
         # A hidden name in the same folder (os.replace is atomic only within a file system),
         # unique per writer; created by ParquetWriter, so it gets the usual permissions.
         self.temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
+        try:
+            self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
+        except BaseException:  # e.g. a full disk while writing the header
+            self.temp.unlink(missing_ok=True)
+            raise
 
     def write(self, table: pa.Table) -> None:
         """Append one row group (skipped when empty)."""
@@ -150,9 +155,12 @@ class AtomicParquetWriter:
         os.replace(self.temp, self.path)
 
     def abort(self) -> None:
-        """Drop the unfinished file."""
-        self._writer.close()
-        self.temp.unlink(missing_ok=True)
+        """Drop the unfinished file (even when closing it fails too, as on a full disk)."""
+        try:
+            with suppress(OSError):  # the file is thrown away; the first error stands
+                self._writer.close()
+        finally:
+            self.temp.unlink(missing_ok=True)
 
     def __enter__(self) -> AtomicParquetWriter:
         return self

@@ -281,3 +281,47 @@ def test_another_folder_scored_into_the_same_output_reuses_nothing(tmp_path: Pat
     second = write_scores(tmp_path / "b", tmp_path / "s.parquet", model=tiny_model)
     assert first.reused == second.reused == 0
     assert second.statuses == {"no_face": 1}
+
+
+def test_output_failures_are_one_line_and_leave_no_temp_file(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from facevalue.cli import cli
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where the output folder should be")
+    result = CliRunner().invoke(cli, ["score", str(SAMPLE_PHOTOS), "--out",
+                                      str(blocker / "s.parquet"), "--model", str(tiny_model)])
+    assert result.exit_code == 1 and "Not a directory" in result.output
+    assert "Traceback" not in result.output
+
+    class FullDisk(pq.ParquetWriter):
+        def __init__(self, where: object, *args: object, **kwargs: object) -> None:
+            if "companies" in str(where):  # the per-face file fits, the second does not
+                open(str(where), "wb").close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().__init__(where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
+    out = tmp_path / "out" / "s.parquet"
+    result = CliRunner().invoke(cli, ["score", str(SAMPLE_PHOTOS), "--out", str(out),
+                                      "--model", str(tiny_model)])
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "Traceback" not in result.output
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_a_failing_state_database_is_a_state_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    from facevalue.state import FileKey, PhotoResult, SavedResults, StateError
+
+    with SavedResults(tmp_path / "state", "setup") as saved:
+        saved.db.close()  # as when the disk fills or the folder goes mid-run
+        with pytest.raises(StateError, match="cannot save results"):
+            saved.save([(FileKey("a.jpg", 1, 1), PhotoResult("ok", sha256="ab" * 32))])
+        saved.db = sqlite3.connect(":memory:")
