@@ -125,7 +125,12 @@ class SavedResults:
 
     def lookup(self, key: FileKey) -> PhotoResult | None:
         """The saved result for this file under this setup, or None."""
-        row = self.db.execute(LOOKUP, (self.setup, key.path, key.size, key.mtime_ns)).fetchone()
+        try:
+            row = self.db.execute(LOOKUP, (self.setup, key.path, key.size,
+                                           key.mtime_ns)).fetchone()
+        except sqlite3.DatabaseError as e:  # a damaged page, found only when read
+            raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
+                             "the folder to score every photo again") from e
         if row is None:
             return None
         status, error, faces_in_photo, faces, sha256 = row

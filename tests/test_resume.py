@@ -206,3 +206,19 @@ def test_a_kill_between_the_two_renames_is_caught_by_the_run_ids(
     write_scores(photos, out, model=tiny_model)  # the same command again mends it
     assert read_metadata(out)["facevalue.run_id"] == \
         read_metadata(default_companies_path(out))["facevalue.run_id"]
+
+
+def test_a_state_damaged_mid_file_gives_the_delete_message(photos: Path, tiny_model: Path,
+                                                           tmp_path: Path) -> None:
+    from facevalue.state import STATE_FILE, StateError
+
+    out = tmp_path / "s.parquet"
+    write_scores(photos, out, model=tiny_model)
+    database = state_folder(out) / STATE_FILE
+    data = bytearray(database.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > page  # the schema on page 1, the rows on the pages after it
+    data[page:] = b"\xff" * (len(data) - page)  # every page but the first
+    database.write_bytes(bytes(data))
+    with pytest.raises(StateError, match="delete the folder"):
+        write_scores(photos, out, model=tiny_model)
