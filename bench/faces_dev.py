@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from run import update_readme
 
-from facevalue import score_folder
+from facevalue import evaluate, score_folder
 from facevalue.classify import shipped_models
 
 LABELS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
@@ -29,14 +29,22 @@ LABELS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happ
 
 
 def score_models(images: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each shipped model's main-face rows joined with the labels, by model name."""
+    """Each shipped model's main-face rows joined with the labels, by model name.
+
+    The accuracy is ``facevalue evaluate --labels``'s (``evaluate.score_photos``); the rows
+    are kept for the int8/float agreement.
+    """
     results = {}
+    truth = dict(zip(labels["file"], labels["truth"], strict=True))
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in shipped_models().items():
             faces, _ = score_folder(images, Path(tmp) / f"{name}.parquet", model=model,
                                     device="cpu")
+            scored = evaluate.score_photos(faces, truth)
             faces = faces.assign(file=faces["path"].map(lambda p: Path(p).name))
-            results[name] = labels.merge(faces, on="file", how="left", validate="one_to_one")
+            rows = labels.merge(faces, on="file", how="left", validate="one_to_one")
+            rows.attrs["evaluation"] = scored
+            results[name] = rows
     return results
 
 
@@ -46,14 +54,17 @@ def table(results: dict[str, pd.DataFrame]) -> str:
     classes = [c for c in LABELS.values() if (first["truth"] == c).any()]
     lines = [f"{len(first)} faces-dev photos, `facevalue score` with each shipped model "
              "(main face; top emotion against the crowd label).", "",
-             "| model | photos scored | accuracy | "
+             "| model | photos scored | accuracy (95% CI) | kappa | "
              + " | ".join(f"{c} ({(first['truth'] == c).sum()})" for c in classes) + " |",
-             "|---|---:|---:|" + "---:|" * len(classes)]
+             "|---|---:|---:|---:|" + "---:|" * len(classes)]
     for name, rows in results.items():
         ok = rows["status"] == "ok"
         right = ok & (rows["emotion"] == rows["truth"])
         per_class = " | ".join(f"{right[rows['truth'] == c].mean():.1%}" for c in classes)
-        lines.append(f"| {name} | {ok.sum()} | {right.mean():.1%} | {per_class} |")
+        scored = rows.attrs["evaluation"]
+        low, high = scored.accuracy_ci
+        lines.append(f"| {name} | {ok.sum()} | {scored.accuracy:.1%} ({low:.1%}-{high:.1%}) | "
+                     f"{scored.kappa:.2f} | {per_class} |")
     if {"fvnet", "fvnet-int8"} <= results.keys():
         same = (results["fvnet"]["emotion"] == results["fvnet-int8"]["emotion"]).mean()
         gap = (results["fvnet"][list(LABELS.values())]
