@@ -306,11 +306,6 @@ def classify_chunk(items: list[PhotoFaces], classifier: Classifier,
             for row in result_rows(item.photo, result)]
 
 
-def face_rows(item: PhotoFaces, probs: np.ndarray | None) -> list[dict[str, Any]]:
-    """Per-face rows of one photo (one row with nulls when it has no face to report)."""
-    return result_rows(item.photo, photo_result(item, probs))
-
-
 def photo_result(item: PhotoFaces, probs: np.ndarray | None) -> PhotoResult:
     """A photo's boxes and probabilities ((n, 7), or None without faces; geometry columns
     after them) as one record."""
