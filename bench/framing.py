@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 from run import update_readme
 
-from facevalue import decode, detect
+from facevalue import decode, detect, storage
 from facevalue.classify import load_classifier, shipped_models
 from facevalue.contract import LABELS
+from facevalue.defaults import DEFAULT_MAX_PIXELS
 from facevalue.evaluate import read_labels
-from facevalue.pipeline import DETECT_SIDE
+from facevalue.faces import DETECT_SIDE
 
 SCALES = (1.0, 1.1, 1.2, 1.3, 1.4)
 SHIFTS = (-0.15, -0.1, -0.05, 0.0)
@@ -36,7 +37,7 @@ def main_faces(images: Path, files: list[str]) -> dict[str, tuple[np.ndarray, de
     detector = detect.FaceDetector(threads=1)
     found = {}
     for name in files:
-        image = decode.decode(decode.read_bytes(images / name), decode.DEFAULT_MAX_PIXELS,
+        image = decode.decode(storage.read_local(images / name), DEFAULT_MAX_PIXELS,
                               DETECT_SIDE).image
         boxes = detector.detect(image)
         if boxes:

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 from run import HERE, update_readme
 
-from facevalue.pipeline import default_workers, score_folder
-from facevalue.ray_engine import RayOptions, score_folder_ray
+from facevalue.engine import default_workers
+from facevalue.pipeline import score_folder
+from facevalue.ray_engine import RayEngine, RayOptions
 
 
 def timed(run, photos: Path, out: Path) -> tuple[float, pd.DataFrame, pd.DataFrame]:
@@ -53,10 +54,10 @@ def main() -> None:
     ray_start = time.perf_counter() - started
     engines = {
         "local (`--workers` default)": lambda p, o: score_folder(p, o, device="cpu"),
-        "Ray, one actor per core (`--engine ray`)": lambda p, o: score_folder_ray(p, o,
-                                                                                  device="cpu"),
-        "Ray, split plan forced (`RayOptions(split=True)`)": lambda p, o: score_folder_ray(
-            p, o, device="cpu", ray_options=RayOptions(split=True)),
+        "Ray, one actor per core (`--engine ray`)": lambda p, o: score_folder(
+            p, o, device="cpu", engine=RayEngine()),
+        "Ray, split plan forced (`RayOptions(split=True)`)": lambda p, o: score_folder(
+            p, o, device="cpu", engine=RayEngine(RayOptions(split=True))),
     }
     timed(engines["local (`--workers` default)"], photos, args.work / "ray" / "warm" / "s.parquet")
     rates: dict[str, list[float]] = {name: [] for name in engines}

@@ -45,8 +45,11 @@ import numpy as np
 from facevalue import decode
 from facevalue.classify import Classifier, default_model, to_input
 from facevalue.detect import FaceDetector
-from facevalue.discover import Photo, find_photos
-from facevalue.pipeline import DETECT_SIDE, default_workers, find_faces, versions
+from facevalue.discover import Photo
+from facevalue.engine import default_workers
+from facevalue.faces import DETECT_SIDE, find_faces
+from facevalue.pipeline import versions
+from facevalue.storage import open_location
 
 log = logging.getLogger("bench")
 
@@ -71,7 +74,7 @@ def machine() -> dict[str, Any]:
 
 def decode_bound(photos: Path, threads: int) -> dict[str, float]:
     """Photos/s to read and decode every photo: full size, and as facevalue does."""
-    paths = [photos / p for p in find_photos(photos)]
+    paths = [photos / p for p in open_location(photos).list_photos()]
 
     def full(path: Path) -> None:
         try:
@@ -135,7 +138,7 @@ def classifier_check(photos: Path, model: Path) -> dict[str, float]:
     classifier = Classifier(model, "cpu", threads=1)
     detector = FaceDetector(threads=1)
     crops = []
-    for path in find_photos(photos)[:64]:
+    for path in open_location(photos).list_photos()[:64]:
         item = find_faces(Photo(path, ""), photos, detector, classifier.contract)
         if item.crops is not None:
             crops.append(item.crops)

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from run import HERE, machine, score_in_child, update_readme
 
 from facevalue.classify import default_model
-from facevalue.discover import find_photos
-from facevalue.pipeline import default_workers
+from facevalue.engine import default_workers
+from facevalue.storage import open_location
 
 log = logging.getLogger("vs_fer")
 
@@ -69,7 +69,7 @@ def fer_python(folder: Path) -> Path:
 
 
 def time_fer(python: Path, photos: Path) -> dict[str, Any]:
-    paths = [str(photos / p) for p in find_photos(photos)]
+    paths = [str(photos / p) for p in open_location(photos).list_photos()]
     done = subprocess.run([str(python), "-c", FER_SCRIPT, *paths], capture_output=True,
                           text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "score_folder": "facevalue.pipeline",
     "Scores": "facevalue.pipeline",
-    "find_faces": "facevalue.pipeline",
-    "classify_chunk": "facevalue.pipeline",
+    "find_faces": "facevalue.faces",
+    "classify_chunk": "facevalue.rows",
     "Photo": "facevalue.discover",
     "Classifier": "facevalue.classify",
     "load_classifier": "facevalue.classify",
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from facevalue.contract import LABELS
     from facevalue.detect import FaceDetector
     from facevalue.discover import Photo
-    from facevalue.pipeline import Scores, classify_chunk, find_faces, score_folder
+    from facevalue.faces import find_faces
+    from facevalue.pipeline import Scores, score_folder
+    from facevalue.rows import classify_chunk
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from facevalue.contract import LABELS, Contract, ContractError, from_metadata
+from facevalue.defaults import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MODELS = ("fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx", "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
 # 64 runs as fast as 256 with fvnet and holds half the onnxruntime buffers (bench/README.md).
-DEFAULT_BATCH_SIZE = 64
 # onnxruntime's errors share no base class beyond Exception; these are the load failures.
 ORT_ERRORS = tuple(getattr(ort_state, name) for name in (
     "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",

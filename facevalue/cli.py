@@ -6,7 +6,6 @@ at once.
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import sys
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from facevalue import __version__
+from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEVICES, FACES_MODES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from facevalue.engine import Engine
     from facevalue.pipeline import Summary
 
 
@@ -37,12 +36,12 @@ model_option = click.option(
     help="ONNX classifier carrying the facevalue contract, or a shipped model's name: "
          "fvnet-int8 (the default), fvnet, fvc2017.")
 device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="auto uses CUDA when onnxruntime-gpu can, else CPU; cuda fails if it cannot.")
 
 
 def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """PHOTOS: an existing folder, or a URI (s3://, gs://, file://) for --engine ray."""
+    """PHOTOS: an existing folder, or a URI pyarrow opens (s3://, gs://, file://)."""
     if "://" in value:
         return value
     return str(click.Path(exists=True, file_okay=False).convert(value, param, ctx))
@@ -58,13 +57,15 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
               help="CSV with path (relative to PHOTOS), company, and ids to copy through.")
 @model_option
 @device_option
-@click.option("--faces", type=click.Choice(["main", "all"]), default="main", show_default=True,
+@click.option("--faces", type=click.Choice(FACES_MODES), default=FACES_MODES[0], show_default=True,
               help="main: each photo's largest face; all: every face found.")
 @click.option("--geometry", is_flag=True,
               help="Also measure each face's fWHR, head pose and quality (face mesh).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
+              show_default=True,
               help="Faces per classifier call.")
-@click.option("--max-pixels", type=click.FloatRange(min=0.01), default=100, show_default=True,
+@click.option("--max-pixels", type=click.FloatRange(min=0.01),
+              default=DEFAULT_MAX_PIXELS / 1e6, show_default=True,
               help="Refuse images larger than this many megapixels (status too_large).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads per onnxruntime session [default: cores / (workers + 1), "
@@ -75,7 +76,8 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, summary or info messages.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: Ray Data on a local Ray or a cluster (pip install '.[ray]' in the clone); "
-                   "PHOTOS and outputs may then be URIs (s3://, gs://), --threads is per actor.")
+                   "--threads is then per actor. Either engine takes URIs (s3://, gs://) for "
+                   "PHOTOS and the outputs.")
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join with --engine ray (host:port, auto) "
                    "[default: $RAY_ADDRESS, else start a local Ray].")
@@ -91,43 +93,35 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
     """
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
+    from facevalue.pipeline import USER_ERRORS, write_scores
+
     arguments = click.get_current_context().params
-    score_folder, user_errors = _engine(engine, ray_address, photos, workers, quiet)
     with _Progress(enabled=not quiet) as progress:
         try:
-            summary = score_folder(photos, out, companies=companies, manifest=manifest,
+            summary = write_scores(photos, out, companies=companies, manifest=manifest,
                                    model=model, device=device, faces=faces, geometry=geometry,
                                    batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
-                                   threads=threads, progress=progress, arguments=arguments)
-        except user_errors as e:
+                                   threads=threads, progress=progress, arguments=arguments,
+                                   engine=_engine(engine, ray_address, workers, quiet))
+        except USER_ERRORS as e:
             raise click.ClickException(str(e)) from e
     if not quiet:
         _summarize(summary)
 
 
-def _engine(engine: str, ray_address: str | None, photos: str, workers: int | None,
-            quiet: bool) -> tuple[Callable[..., Summary], tuple[type[Exception], ...]]:
-    """The scoring function for --engine, and the errors it reports as plain messages."""
-    from facevalue.pipeline import USER_ERRORS, write_scores
-
+def _engine(engine: str, ray_address: str | None, workers: int | None, quiet: bool) -> Engine:
+    """The engine --engine names, with its options."""
     if engine == "local":
-        if ray_address or "://" in photos:
-            raise click.UsageError("--ray-address and URI photo folders need --engine ray")
-        return functools.partial(write_scores, workers=workers), USER_ERRORS
+        from facevalue.local import LocalEngine
+
+        if ray_address:
+            raise click.UsageError("--ray-address needs --engine ray")
+        return LocalEngine(workers or 0)
     if workers is not None:
         raise click.UsageError("--workers is for --engine local (Ray runs an actor per core)")
-    from facevalue.ray_engine import EngineError, RayOptions, score_folder_ray
+    from facevalue.ray_engine import RayEngine, RayOptions
 
-    def ray(photos: str, out: str, **kwargs: Any) -> Summary:
-        from facevalue.pipeline import summarize
-        from facevalue.write import default_companies_path
-
-        started = time.perf_counter()
-        scores = score_folder_ray(photos, out, ray_options=RayOptions(ray_address, quiet=quiet),
-                                  **kwargs)
-        companies = kwargs["companies"] or default_companies_path(out)
-        return summarize(scores.faces, out, companies, time.perf_counter() - started)
-    return ray, (*USER_ERRORS, EngineError)
+    return RayEngine(RayOptions(ray_address, quiet=quiet))
 
 
 @cli.command()

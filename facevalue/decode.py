@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import stat
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE
+from facevalue.defaults import DEFAULT_MAX_PIXELS
+from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 100_000_000
-# No photo worth scoring is this large (a 100-megapixel TIFF, uncompressed, is 300 MB); the
-# limit stops a link to a device or a sparse file from being read into memory.
-DEFAULT_MAX_BYTES = 512 * 2**20
 # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (libjpeg does this almost for free) as long as
 # the long side stays at least this large: a face a twentieth of the photo wide still gets
 # more pixels than the classifier's 48 x 48 input.
@@ -38,12 +32,8 @@ REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
 JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 
 
-class DecodeError(ValueError):
-    """A photo that cannot be scored; ``status`` is the per-face table's status value."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class DecodeError(PhotoError):
+    """Bytes that are not an image this scorer decodes (or one too large to decode)."""
 
 
 @dataclass(frozen=True)
@@ -62,43 +52,6 @@ class Decoded:
     def scale(self) -> tuple[float, float]:
         """(x, y) factors from decoded pixels to original pixels."""
         return self.width / self.image.shape[1], self.height / self.image.shape[0]
-
-
-def read_bytes(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The file's bytes; an unreadable, special, empty or oversized file raises DecodeError.
-
-    The file is checked before it is opened: opening a FIFO blocks until someone writes to
-    it, and a link to ``/dev/zero`` or a huge sparse file would be read without end. What it
-    is (after following links) is taken from one ``fstat`` of the open file where possible.
-    """
-    try:
-        info = os.stat(path)
-    except OSError as e:
-        raise DecodeError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
-    if not stat.S_ISREG(info.st_mode):
-        raise DecodeError(UNREADABLE, f"not a regular file ({_file_kind(info.st_mode)})")
-    if info.st_size > max_bytes:
-        raise DecodeError(TOO_LARGE, f"{info.st_size:,} bytes exceeds the limit of "
-                          f"{max_bytes:,} bytes for one photo")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)  # the file may have grown since the stat
-    except OSError as e:
-        raise DecodeError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
-    if not data:
-        raise DecodeError(EMPTY, "file is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise DecodeError(TOO_LARGE, f"more than {max_bytes:,} bytes, the limit for one photo")
-    return data
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -19,10 +18,10 @@ from types import MappingProxyType
 
 from facevalue.contract import LABELS
 from facevalue.statuses import MISSING, UNLISTED
+from facevalue.storage import SUFFIXES, Location, display_path, open_location
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # Per-face columns a manifest may not reuse, or a copied-through id would overwrite them.
 RESERVED = frozenset({
     "path", "company", "status", "error", "face", "faces_in_photo", "x", "y", "w", "h",
@@ -62,87 +61,31 @@ class Photo:
     status: str | None = None
 
 
-def find_photos(root: Path) -> list[str]:
-    """Image files under ``root`` as sorted posix paths relative to it.
-
-    Symlinked folders are followed (``photos/ACME -> /data/acme`` is a company folder), but
-    each real folder is listed once, by device and inode, so a link back up the tree cannot
-    repeat photos or loop. Entries named like photos are listed whatever they are (a
-    dangling link, a FIFO): reading them gives a status row, never a hang. A folder that
-    cannot be listed is named in a warning. Hidden files and folders are skipped: macOS
-    leaves ``._IMG_0001.jpg`` resource forks and ``.Trashes`` in copied folders, and those
-    are not photos.
-    """
-    found = []
-    seen: set[tuple[int, int]] = set()
-
-    def unlisted(error: OSError) -> None:
-        log.warning("cannot list %s (%s); photos in it are not scored",
-                    display_path(str(error.filename)), error.strerror or error)
-
-    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=True):
-        try:
-            info = os.stat(folder)
-        except OSError as e:
-            unlisted(e)
-            dirs[:] = []
-            continue
-        if (info.st_dev, info.st_ino) in seen:  # reached again through a link
-            dirs[:] = []
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
-                found.append(Path(folder, name).relative_to(root).as_posix())
-    return sorted(found)
-
-
-def display_path(path: str) -> str:
-    """A path as the tables write it: bytes of a non-UTF-8 name as ``\\xNN`` escapes.
-
-    File names are bytes on Linux; Python keeps undecodable ones as surrogates, which
-    Parquet, SQLite and CSV cannot store. ``caf\\xe9.jpg`` names a Latin-1 ``café.jpg``;
-    a manifest can list it in that form.
-    """
-    if path.isascii():
-        return path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
-
-
 def company_of(path: str) -> str:
     """The first folder of a relative path; empty for a photo directly in the root folder."""
     parts = PurePosixPath(path).parts
     return sys.intern(display_path(parts[0])) if len(parts) > 1 else ""
 
 
-def discover(root: str | Path, manifest: str | Path | None = None) -> list[Photo]:
-    """All photos under ``root`` (sorted by path), with companies from folders or a manifest."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
-    photos = photos_from_paths(find_photos(root), manifest, root)
+def discover(root: str | Path | Location, manifest: str | Path | None = None) -> list[Photo]:
+    """All photos under ``root`` (a folder, a URI or a Location; sorted by path), with
+    companies from folders or a manifest. Every engine lists photos through this."""
+    location = open_location(root)
+    photos = photos_from_paths(location.list_photos(), manifest, location.uri)
     if not photos:
-        raise NoPhotosError(f"{root}: no photos found (looked for "
+        raise NoPhotosError(f"{location.uri}: no photos found (looked for "
                             f"{', '.join(sorted(SUFFIXES))} in it and its folders)")
     return photos
 
 
 def photos_from_paths(paths: list[str], manifest: str | Path | None,
-                      root: str | Path) -> list[Photo]:
-    """Photo records for listed paths: companies from folders, or from the manifest.
-
-    Shared by every engine, whatever lists the files (``os.walk`` here, pyarrow for Ray).
-    """
+                      root: str) -> list[Photo]:
+    """Photo records for listed paths: companies from folders, or from the manifest."""
     if manifest is None:
         photos = [Photo(p, company_of(p)) for p in paths]
         _warn_rootless(photos)
         return photos
-    return _match_manifest(paths, read_manifest(manifest), Path(root))
+    return _match_manifest(paths, read_manifest(manifest), root)
 
 
 def _warn_rootless(photos: list[Photo]) -> None:
@@ -206,7 +149,7 @@ def normalize(path: str) -> str:
     return "/".join(parts)
 
 
-def _match_manifest(paths: list[str], rows: list[dict[str, str]], root: Path) -> list[Photo]:
+def _match_manifest(paths: list[str], rows: list[dict[str, str]], root: str) -> list[Photo]:
     listed = {normalize(r["path"]): r for r in rows}
     # manifests are text: a non-UTF-8 name is matched by its escaped form
     on_disk = {display_path(p): p for p in paths}
@@ -223,7 +166,7 @@ def _photo_from_row(path: str, row: dict[str, str], exists: bool) -> Photo:
     return Photo(path, sys.intern(row["company"]), ids, None if exists else MISSING)
 
 
-def _log_mismatches(photos: Iterable[Photo], root: Path) -> None:
+def _log_mismatches(photos: Iterable[Photo], root: str) -> None:
     for status, what in ((MISSING, "manifest row(s) name no photo under"),
                          (UNLISTED, "photo(s) are not in the manifest, not scored, under")):
         examples = [display_path(p.path) for p in photos if p.status == status]

@@ -1,12 +1,13 @@
-"""Score photos on Ray Data (``facevalue score --engine ray``): the same steps, on a cluster.
+"""Score photos on Ray Data (``facevalue score --engine ray``): the same job, on a cluster.
 
-The driver discovers the photos, checks the models and ships their bytes through Ray's object
-store, so a worker needs facevalue installed but neither the model files nor the driver's
-disk. Workers run the very functions the local engine runs (``find_faces``,
-``classify_chunk``) inside Ray Data actors that build their onnxruntime sessions once, and
-the per-face rows stream back to the driver in discovery order, where the two tables are
-built and written exactly as ``score_folder`` builds them. Photos and outputs may be local
-paths or any URI pyarrow's filesystems understand (``s3://``, ``gs://``, ``file://``).
+``RayEngine`` is an engine for ``pipeline.write_scores``: the job (models checked on the
+driver, metadata, saved results, rows, both tables) is the local engine's, and only the
+photos still to score go to Ray. The driver ships the model files' bytes through Ray's
+object store, so a worker needs facevalue installed but neither the model files nor the
+driver's disk. Workers run the very functions the local engine runs (``find_faces``,
+``classify_results``) inside Ray Data actors that build their onnxruntime sessions once,
+read photos through ``facevalue.storage`` (a local folder or a bucket), and send each
+photo's result back to the driver in discovery order.
 
 Two plans: on CPUs one actor per core decodes, detects, crops and classifies, so crops never
 leave the process; with GPUs, CPU actors decode, detect and crop, and GPU actors classify the
@@ -23,31 +24,24 @@ import pickle
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from facevalue import aggregate, decode, discover, write
-from facevalue.classify import (
-    DEFAULT_BATCH_SIZE,
-    Classifier,
-    DeviceError,
-    load_classifier,
-    resolve_providers,
-)
+from facevalue.classify import Classifier, DeviceError, resolve_providers
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
+from facevalue.engine import EngineError, Models, RunStats, Work, load_models
+from facevalue.faces import Options, PhotoFaces, find_faces
 from facevalue.geometry import FaceMesh
-from facevalue.pipeline import Options, PhotoFaces, Scores, classify_chunk, find_faces
+from facevalue.rows import classify_results
+from facevalue.state import PhotoResult
+from facevalue.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +49,6 @@ INSTALL_HINT = ("the Ray engine needs Ray: pip install '.[ray]' in a clone of th
                 "repository (or pip install 'ray[data]')")
 # Blocks per actor at least, so a slow block (huge photos) does not leave the others idle.
 BLOCKS_PER_ACTOR = 4
-
-
-class EngineError(RuntimeError):
-    """Ray is missing or unreachable, or the photo location cannot be listed."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +92,50 @@ class ShippedModel:
         return path
 
 
+@dataclass
+class RayEngine:
+    """Ray Data as an engine for ``pipeline.write_scores``.
+
+    ``threads`` (``write_scores``'s) is per actor, default 1: Ray runs one actor per core.
+    Ray starts locally unless ``options.address`` or ``$RAY_ADDRESS`` names a cluster; a Ray
+    already initialised in this process is used as it is. Photos whose results are saved
+    never reach Ray, and a run with nothing left to score does not start it.
+    """
+
+    options: RayOptions = field(default_factory=RayOptions)
+    workers: int = 0  # actors of the last run
+
+    def load(self, model: str | Path | None, device: str, threads: int | None,
+             geometry: bool) -> tuple[Models, int]:
+        # The driver only checks the models and hashes them; it needs no GPU.
+        return load_models(model, "cpu", 1, geometry), threads or 1
+
+    def arguments(self) -> Mapping[str, Any]:
+        return {"engine": "ray", "ray_address": self.options.address}
+
+    def score(self, chunks: Iterable[list[Photo]], work: Work,
+              stats: RunStats) -> Iterator[list[PhotoResult]]:
+        chunks = list(chunks)  # Ray Data plans the whole dataset at once
+        todo = [photo for chunk in chunks for photo in chunk]
+        if not todo:
+            yield from ([] for _ in chunks)
+            return
+        with ray_session(self.options) as ray:
+            models = work.models
+            job = Job(work.location, work.options, models.classifier.contract, work.device,
+                      work.threads, ship(ray, models.classifier.path),
+                      ship(ray, models.detector.path),
+                      ship(ray, models.mesh.path) if models.mesh else None)
+            results = run(ray, job, todo, self)
+            for chunk in chunks:
+                yield [next(results) for _ in chunk]
+
+
 @dataclass(frozen=True)
 class Job:
     """Everything a worker needs to score its share; pickled into each actor once."""
 
-    photos: str  # URI or absolute path of the photo folder, opened again on each worker
-    ids: tuple[str, ...]
+    location: Location  # the photo folder, opened again on each worker
     options: Options
     contract: Contract
     device: str
@@ -115,163 +143,6 @@ class Job:
     classifier: ShippedModel
     detector: ShippedModel
     mesh: ShippedModel | None = None  # the face mesh, when geometry is measured
-
-
-def score_folder_ray(photos: str | Path, out: str | Path | None = None, *,
-                     companies: str | Path | None = None, manifest: str | Path | None = None,
-                     model: str | Path | None = None, device: str = "auto", faces: str = "main",
-                     batch_size: int = DEFAULT_BATCH_SIZE,
-                     max_pixels: int = decode.DEFAULT_MAX_PIXELS, threads: int | None = None,
-                     progress: Callable[[int, int], None] | None = None,
-                     arguments: Mapping[str, Any] | None = None,
-                     ray_options: RayOptions = RayOptions(), geometry: bool = False) -> Scores:
-    """``score_folder`` on Ray Data: same arguments, same tables; paths may be URIs.
-
-    ``threads`` is per actor (default 1: Ray runs one actor per core). Ray starts locally
-    unless ``ray_options.address`` or ``$RAY_ADDRESS`` names a cluster; a Ray already
-    initialised in this process is used as it is.
-    """
-    options = Options(faces, max_pixels, batch_size, geometry=geometry)
-    if out is not None:
-        write.check_outputs(out, companies or write.default_companies_path(out))
-    root = location(photos)
-    found = discover_photos(root, manifest)
-    # The driver only checks the models and hashes them; it needs no GPU.
-    classifier = load_classifier(model, "cpu", threads=1)
-    detector = FaceDetector(threads=1)
-    mesh = FaceMesh(threads=1) if geometry else None
-    if arguments is None:
-        arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
-                     "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
-                     "geometry": geometry, "engine": "ray", "ray_address": ray_options.address}
-    meta = write.table_metadata(classifier.name, classifier.sha256, detector.name, arguments,
-                                mesh.name if mesh else None)
-    ids = discover.id_columns(found)
-    schema = write.face_schema(ids, meta, geometry=geometry)
-    with ray_session(ray_options) as ray:
-        job = Job(root, tuple(ids), options, classifier.contract, device, threads or 1,
-                  ship(ray, classifier.path), ship(ray, detector.path),
-                  ship(ray, mesh.path) if mesh else None)
-        table = run(ray, job, found, ray_options, schema, progress)
-    face_frame = table.to_pandas()
-    company_frame = aggregate.companies(face_frame, ids)
-    write_outputs(table, company_frame, meta, out, companies)
-    face_frame.attrs.update(meta)
-    company_frame.attrs.update(meta)
-    return Scores(face_frame, company_frame)
-
-
-def write_outputs(faces: pa.Table, companies_frame: pd.DataFrame, meta: Mapping[str, str],
-                  out: str | Path | None, companies: str | Path | None) -> None:
-    """Write the per-face table to ``out`` and the per-company one to ``companies``.
-
-    As locally: ``companies`` defaults to ``<stem>.companies.parquet`` beside ``out``, and
-    ``companies`` alone writes only the per-company table.
-    """
-    if companies is None and out is not None:
-        companies = write.default_companies_path(out)
-    if out is not None:
-        write_table(faces, str(out))
-    if companies is not None:
-        schema = write.company_schema(companies_frame.columns, meta)
-        write_table(pa.Table.from_pandas(companies_frame[schema.names], schema,
-                                         preserve_index=False), str(companies))
-
-
-# --- where things are: local paths and pyarrow filesystem URIs ---
-
-def location(path: str | Path) -> str:
-    """A URI as given, a local path made absolute (workers open it again by this name)."""
-    text = str(path)
-    return text if "://" in text else os.path.abspath(text)
-
-
-def open_location(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path within it (``s3://b/p`` -> S3, ``b/p``)."""
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise EngineError(f"{uri}: not a location pyarrow can open ({e})") from e
-    return fs, path.rstrip("/") or "/"
-
-
-def list_photos(uri: str) -> list[str]:
-    """Image files under ``uri`` as sorted posix paths relative to it, like ``find_photos``.
-
-    Hidden files and anything in a hidden folder are skipped, as ``find_photos`` skips them.
-    """
-    fs, root = open_location(uri)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    except OSError as e:
-        raise EngineError(f"{uri}: cannot list the photo folder ({e})") from e
-    found = []
-    for info in infos:
-        relative = PurePosixPath(info.path).relative_to(root)
-        hidden = any(part.startswith(".") for part in relative.parts)
-        if (info.type == pafs.FileType.File and not hidden
-                and relative.suffix.lower() in discover.SUFFIXES):
-            found.append(relative.as_posix())
-    return sorted(found)
-
-
-def is_local(uri: str) -> bool:
-    """Whether a location is this machine's file system (a path, or a file:// URI)."""
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    """The file-system path of a local location."""
-    return uri.removeprefix("file://")
-
-
-def discover_photos(uri: str, manifest: str | Path | None = None) -> list[Photo]:
-    """``discover.discover`` for any location: the same Photo records.
-
-    A local folder is listed by ``discover`` itself, so both engines agree on symlinks,
-    loops, special files and odd names; a bucket (no links, no FIFOs) through pyarrow.
-    """
-    if is_local(uri):
-        return discover.discover(local_path(uri), manifest)
-    photos = discover.photos_from_paths(list_photos(uri), manifest, uri)
-    if not photos:
-        raise discover.NoPhotosError(f"{uri}: no photos found")
-    return photos
-
-
-def read_photo(fs: pafs.FileSystem, path: str) -> bytes:
-    """A photo's bytes; unreadable and empty files raise DecodeError as ``decode.read_bytes``."""
-    try:
-        with fs.open_input_stream(path) as stream:
-            data = stream.read()
-    except OSError as e:
-        # pyarrow's own text names the path; the errno's text matches the local engine's.
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise decode.DecodeError(decode.UNREADABLE, f"cannot read file: {reason}") from e
-    if not data:
-        raise decode.DecodeError(decode.EMPTY, "file is empty (0 bytes)")
-    return data
-
-
-
-def write_table(table: pa.Table, uri: str) -> None:
-    """Write a Parquet file to a local path or URI under a temporary name, then move it.
-
-    The move is a rename on a local disk and a copy on object stores; either way no
-    half-written file ever carries the final name.
-    """
-    fs, path = open_location(location(uri))
-    folder, name = path.rsplit("/", 1)
-    temp = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
-    if isinstance(fs, pafs.LocalFileSystem):  # object stores have no folders to make
-        fs.create_dir(folder or "/", recursive=True)
-    try:
-        pq.write_table(table, temp, filesystem=fs, compression="zstd")
-        fs.move(temp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            fs.delete_file(temp)
-        raise
 
 
 # --- the Ray side: session, shipping, actors, plan ---
@@ -339,18 +210,18 @@ def ship(ray: Any, path: Path) -> ShippedModel:
 
 
 def to_records(photos: list[Photo]) -> list[dict[str, Any]]:
-    """Photo records as flat rows for ``ray.data.from_items`` (ids as columns).
+    """Photo records as flat rows for ``ray.data.from_items``: what ``find_faces`` needs.
 
     Paths travel as bytes: a non-UTF-8 file name is not a string Arrow can hold.
     """
-    return [{"path": os.fsencode(p.path), "company": p.company, "status": p.status, **p.ids}
-            for p in photos]
+    return [{"path": os.fsencode(p.path), "status": p.status} for p in photos]
 
 
-def from_records(batch: pa.Table, ids: tuple[str, ...]) -> list[Photo]:
-    """The Photo records of a batch of rows made by ``to_records``."""
-    return [Photo(os.fsdecode(row["path"]), row["company"], {k: row[k] for k in ids},
-                  row["status"]) for row in batch.to_pylist()]
+def from_records(batch: pa.Table) -> list[Photo]:
+    """The Photo records of a batch of rows made by ``to_records`` (company and ids are the
+    driver's business)."""
+    return [Photo(os.fsdecode(row["path"]), "", {}, row["status"])
+            for row in batch.to_pylist()]
 
 
 class FindFaces:
@@ -358,26 +229,13 @@ class FindFaces:
 
     def __init__(self, job: Job, providers: list[str] | None = None) -> None:
         self.job = job
-        self.fs, self.root = open_location(job.photos)
         self.detector = FaceDetector(job.detector.local_file(), providers=providers,
                                      threads=job.threads)
 
     def find(self, batch: pa.Table) -> list[PhotoFaces]:
-        """Read each photo through the filesystem and run ``find_faces`` on its bytes."""
-        return [self._find_one(photo) for photo in from_records(batch, self.job.ids)]
-
-    def _find_one(self, photo: Photo) -> PhotoFaces:
-        data = None
-        if photo.status is None and is_local(self.job.photos):
-            root = local_path(self.job.photos)
-            return find_faces(photo, root, self.detector, self.job.contract, self.job.options)
-        if photo.status is None:
-            try:
-                data = read_photo(self.fs, f"{self.root.rstrip('/')}/{photo.path}")
-            except decode.DecodeError as e:
-                return PhotoFaces(photo, e.status, str(e))
-        return find_faces(photo, self.root, self.detector, self.job.contract,
-                          self.job.options, data)
+        """Read each photo through the job's location and find its faces."""
+        return [find_faces(photo, self.job.location, self.detector, self.job.contract,
+                           self.job.options) for photo in from_records(batch)]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Pickle keeps each PhotoFaces whole (boxes, uint8 crops) for the classifier actors.
@@ -385,22 +243,22 @@ class FindFaces:
 
 
 class ClassifyFaces:
-    """Ray Data actor: found faces -> per-face rows, classified in batches by one session."""
+    """Ray Data actor: found faces -> one result per photo, classified in batches."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.schema = write.face_schema(job.ids, geometry=job.mesh is not None)
         self.classifier = Classifier(job.classifier.local_file(), job.device, job.threads)
         self.mesh = None if job.mesh is None else FaceMesh(
             job.mesh.local_file(), resolve_providers(job.device), job.threads)
 
-    def rows(self, items: list[PhotoFaces]) -> pa.Table:
-        """The per-face table of a batch of photos, built as the local engine builds it."""
-        rows = classify_chunk(items, self.classifier, self.job.options.batch_size, self.mesh)
-        return write.rows_to_table(rows, self.schema)
+    def results(self, items: list[PhotoFaces]) -> pa.Table:
+        """The photos' results (pickled), made as the local engine makes them."""
+        results = classify_results(items, self.classifier, self.job.options.batch_size,
+                                   self.mesh)
+        return pa.table({"result": pa.array([pickle.dumps(r) for r in results], pa.binary())})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.rows([pickle.loads(item) for item in batch.column("item").to_pylist()])
+        return self.results([pickle.loads(item) for item in batch.column("item").to_pylist()])
 
 
 class ScorePhotos:
@@ -411,41 +269,35 @@ class ScorePhotos:
         self.classify = ClassifyFaces(job)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.classify.rows(self.find.find(batch))
+        return self.classify.results(self.find.find(batch))
 
 
-def run(ray: Any, job: Job, photos: list[Photo], ray_options: RayOptions, schema: pa.Schema,
-        progress: Callable[[int, int], None] | None) -> pa.Table:
-    """Score the photos on Ray; return the per-face table in discovery order."""
-    if not photos:
-        return schema.empty_table()
+def run(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Iterator[PhotoResult]:
+    """Score the photos on Ray; their results one by one, in the photos' order."""
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
-    # Discovery order, as locally; progress goes through ``progress``, not Ray's own bars.
+    # Discovery order, as locally; progress is the job's, not Ray's own bars.
     context.execution_options.preserve_order, context.enable_progress_bars = True, False
     try:
-        tables, done = [], 0
-        for batch in plan(ray, job, photos, ray_options).iter_batches(batch_format="pyarrow",
-                                                                     batch_size=None):
-            tables.append(batch.cast(schema))
-            done += pc.count_distinct(batch.column("path")).as_py()
-            if progress is not None:
-                progress(done, len(photos))
+        dataset = plan(ray, job, photos, engine)
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            for item in batch.column("result").to_pylist():
+                yield pickle.loads(item)
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
-    return pa.concat_tables(tables)
 
 
-def plan(ray: Any, job: Job, photos: list[Photo], ray_options: RayOptions) -> Any:
+def plan(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Any:
     """The Ray Data pipeline: fused CPU actors, or CPU finders feeding GPU classifiers."""
+    options = engine.options
     resources = ray.cluster_resources()
     cpus, gpus = max(1, int(resources.get("CPU", 1))), resources.get("GPU", 0)
     if job.device == "cuda" and not gpus:
         raise DeviceError("--device cuda: the Ray cluster has no GPUs")
-    split = ray_options.split if ray_options.split is not None else (
-        job.device != "cpu" and gpus > 0)
-    classifiers = max(1, math.floor(gpus / ray_options.gpu_share)) if split and gpus else 1
+    split = options.split if options.split is not None else (job.device != "cpu" and gpus > 0)
+    classifiers = max(1, math.floor(gpus / options.gpu_share)) if split and gpus else 1
     actors = max(1, cpus - classifiers) if split else cpus
+    engine.workers = actors + (classifiers if split else 0)
     blocks = min(len(photos), max(math.ceil(len(photos) / job.options.chunk_size),
                                   BLOCKS_PER_ACTOR * actors))
     dataset = ray.data.from_items(to_records(photos), override_num_blocks=blocks)
@@ -455,7 +307,7 @@ def plan(ray: Any, job: Job, photos: list[Photo], ray_options: RayOptions) -> An
     if not split:
         return dataset.map_batches(ScorePhotos, compute=pool(size=actors), **step)
     log.info("Ray plan: %d CPU actors find faces, %d actors classify (%s GPU each)",
-             actors, classifiers, ray_options.gpu_share if gpus else 0)
+             actors, classifiers, options.gpu_share if gpus else 0)
     found = dataset.map_batches(FindFaces, compute=pool(size=actors), **step)
     return found.map_batches(ClassifyFaces, compute=pool(size=classifiers),
-                             num_gpus=ray_options.gpu_share if gpus else 0, **step)
+                             num_gpus=options.gpu_share if gpus else 0, **step)

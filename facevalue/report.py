@@ -25,9 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facevalue import __version__, aggregate, decode, discover, geometry, write
+from facevalue import __version__, aggregate, decode, discover, geometry, storage, write
 from facevalue.contract import LABELS
 from facevalue.detect import Box
+from facevalue.statuses import PhotoError
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +256,8 @@ def read_photo(root: Path, relative: str) -> tuple[decode.Decoded | None, str]:
     if not path.is_file():
         return None, "photo not found"
     try:
-        return decode.decode(decode.read_bytes(path)), ""
-    except decode.DecodeError as e:
+        return decode.decode(storage.read_local(path)), ""
+    except PhotoError as e:
         return None, e.status.replace("_", " ")
 
 

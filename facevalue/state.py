@@ -31,7 +31,7 @@ from types import TracebackType
 import numpy as np
 
 from facevalue.contract import LABELS
-from facevalue.discover import display_path
+from facevalue.storage import FileKey
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +76,10 @@ class PhotoResult:
     faces: np.ndarray = field(default_factory=lambda: np.zeros((0, FACE_COLUMNS)))
 
 
-@dataclass(frozen=True)
-class FileKey:
-    """A photo file as last seen: its relative path, size and modification time."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-
 def state_folder(out: str | Path) -> Path:
     """``scores.parquet`` -> ``.scores.facevalue-state/`` in the same folder."""
     out = Path(out)
     return out.with_name(f".{out.stem}.facevalue-state")
-
-
-def file_key(root: Path, path: str) -> FileKey | None:
-    """The photo's key from ``stat``; None when the file cannot be stat'ed."""
-    try:
-        stat = os.stat(root / path)
-    except OSError:
-        return None
-    return FileKey(display_path(path), stat.st_size, stat.st_mtime_ns)
 
 
 class SavedResults:
@@ -122,6 +104,18 @@ class SavedResults:
         except sqlite3.DatabaseError as e:
             raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
                              "the folder to score every photo again") from e
+        self._identity = _identity(self.folder / STATE_FILE)
+
+    def check(self) -> None:
+        """Stop if the database was deleted or replaced under the run.
+
+        The lock lives on the file this run opened: once that is gone, another run can take
+        a new one and write the same outputs, and this run's saves would go nowhere.
+        """
+        if _identity(self.folder / STATE_FILE) != self._identity:
+            raise StateError(f"{self.folder}: the saved results were deleted or replaced "
+                             "during the run; stopped without writing the outputs (run the "
+                             "command again)")
 
     def lookup(self, key: FileKey) -> PhotoResult | None:
         """The saved result for this file under this setup, or None."""
@@ -139,6 +133,7 @@ class SavedResults:
 
     def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
         """Save scored photos in one transaction (all or none survive a crash)."""
+        self.check()
         try:
             with self.db:
                 self.db.executemany(
@@ -194,3 +189,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _faces_blob(faces: np.ndarray) -> bytes:
     return np.ascontiguousarray(faces, np.float64).tobytes()
 
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (device, inode), or None when it is gone."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

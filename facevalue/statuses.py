@@ -13,3 +13,11 @@ MISSING = "missing"  # a manifest row whose photo does not exist
 UNLISTED = "unlisted"  # a photo the manifest does not list: not scored
 ERROR = "error"  # an unexpected failure on one photo; the run goes on (and it is not saved)
 ALL = (OK, NO_FACE, EMPTY, UNREADABLE, TOO_LARGE, MISSING, UNLISTED, ERROR)
+
+
+class PhotoError(ValueError):
+    """One photo that cannot be scored; ``status`` is its row's status. The run goes on."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status

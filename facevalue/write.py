@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
@@ -24,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facevalue import __version__
+from facevalue import __version__, storage
 from facevalue.contract import LABELS
 
 log = logging.getLogger(__name__)
@@ -114,8 +113,9 @@ def table_metadata(model: str, model_sha256: str, detector: str,
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``facevalue.*`` key-value metadata of a table written by facevalue."""
-    raw = pq.read_schema(path).metadata or {}
+    """The ``facevalue.*`` key-value metadata of a table written by facevalue (path or URI)."""
+    output = storage.OutputFile(path)
+    raw = pq.read_schema(output.path, filesystem=output.fs).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"facevalue.")}
 
 
@@ -125,24 +125,18 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 class AtomicParquetWriter:
-    """Write row groups to a temporary file beside ``path``; rename it into place on close.
+    """Write row groups to a temporary file beside ``path`` (a local path or a URI); move it
+    into place on close.
 
     Used as a context manager: leaving the block with an exception deletes the temporary
     file and leaves any earlier file at ``path`` untouched.
     """
 
     def __init__(self, path: str | Path, schema: pa.Schema) -> None:
-        self.path = Path(path)
+        self.output = storage.OutputFile(path)
         self.schema = schema
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A hidden name in the same folder (os.replace is atomic only within a file system),
-        # unique per writer; created by ParquetWriter, so it gets the usual permissions.
-        self.temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
-        except BaseException:  # e.g. a full disk while writing the header
-            self.temp.unlink(missing_ok=True)
-            raise
+        self.temp = self.output.temp
+        self._writer = self.output.open_writer(schema)
 
     def write(self, table: pa.Table) -> None:
         """Append one row group (skipped when empty)."""
@@ -150,9 +144,9 @@ class AtomicParquetWriter:
             self._writer.write_table(table.cast(self.schema))
 
     def close(self) -> None:
-        """Finish the file and move it to ``path`` in one atomic rename."""
+        """Finish the file and move it to ``path`` (one atomic rename on a disk)."""
         self._writer.close()
-        os.replace(self.temp, self.path)
+        self.output.commit()
 
     def abort(self) -> None:
         """Drop the unfinished file (even when closing it fails too, as on a full disk)."""
@@ -160,7 +154,7 @@ class AtomicParquetWriter:
             with suppress(OSError):  # the file is thrown away; the first error stands
                 self._writer.close()
         finally:
-            self.temp.unlink(missing_ok=True)
+            self.output.discard()
 
     def __enter__(self) -> AtomicParquetWriter:
         return self

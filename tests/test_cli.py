@@ -15,7 +15,6 @@ import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import build_tiny_model
 from images import SAMPLE_PHOTOS
 
 import facevalue
@@ -57,28 +56,10 @@ def test_score_options(tmp_path: Path, tiny_model: Path) -> None:
     assert pd.read_parquet(companies)["failed"].tolist() == [0, 1]
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--device", "cuda"], "onnxruntime offers no CUDA provider"),
-    (["--manifest", "BAD"], "missing column(s) ['company']"),
-])
-def test_score_user_errors(tmp_path: Path, tiny_model: Path, extra: list[str],
-                           message: str) -> None:
-    bad = tmp_path / "bad.csv"
-    bad.write_text("path\nx.jpg\n")
-    extra = [str(bad) if arg == "BAD" else arg for arg in extra]
-    result = run("score", str(SAMPLE_PHOTOS), "--out", str(tmp_path / "s.parquet"),
-                 "--model", str(tiny_model), *extra)
-    assert result.exit_code == 1 and message in result.output
-    assert not (tmp_path / "s.parquet").exists()
-
-
-def test_model_without_contract_is_refused(tmp_path: Path) -> None:
-    bare = build_tiny_model(tmp_path / "bare.onnx", metadata={})
-    result = run("score", str(SAMPLE_PHOTOS), "--out", str(tmp_path / "s.parquet"),
-                 "--model", str(bare))
-    assert result.exit_code == 1 and "lacks the facevalue contract" in result.output
+def test_info_refuses_a_model_that_is_not_onnx(tmp_path: Path) -> None:
+    # `score`'s refusals are in test_contract.py
     (tmp_path / "corrupt.onnx").write_bytes(b"\x00" * 100)
-    result = run("info", "--model", str(tmp_path / "corrupt.onnx"))
+    result = CliRunner().invoke(cli, ["info", "--model", str(tmp_path / "corrupt.onnx")])
     assert result.exit_code == 1 and "not a usable ONNX model" in result.output
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,7 +26,6 @@ from facevalue.decode import (
     DecodeError,
     decode,
     image_size,
-    read_bytes,
 )
 
 
@@ -142,15 +140,3 @@ def test_header_size_of_big_endian_tiff_and_unknown_data() -> None:
     assert image_size(b"MM\x00*" + struct.pack(">I", 8) + ifd) == (70000 % 65536, 70000)
     assert image_size(b"GIF89a....") is None
     assert image_size(b"\xff\xd8\xff") is None
-
-
-def test_read_bytes(tmp_path: Path) -> None:
-    (tmp_path / "a.jpg").write_bytes(b"abc")
-    assert read_bytes(tmp_path / "a.jpg") == b"abc"
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    with pytest.raises(DecodeError) as error:
-        read_bytes(tmp_path / "empty.jpg")
-    assert error.value.status == EMPTY
-    with pytest.raises(DecodeError) as error:
-        read_bytes(tmp_path / "missing.jpg")
-    assert error.value.status == UNREADABLE

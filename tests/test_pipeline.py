@@ -18,13 +18,9 @@ from facevalue.classify import Classifier
 from facevalue.contract import LABELS
 from facevalue.detect import Box, FaceDetector, crop_faces
 from facevalue.discover import Photo
-from facevalue.pipeline import (
-    ERROR,
-    Options,
-    classify_chunk,
-    find_faces,
-    score_photos,
-)
+from facevalue.faces import Options, find_faces
+from facevalue.rows import classify_chunk
+from facevalue.statuses import ERROR
 from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -113,18 +109,15 @@ def test_reduced_decoding_reports_full_size_boxes(tmp_path: Path, tiny_model: Pa
 
 
 def test_chunks_stream_the_same_rows(bad_folder: tuple[Path, dict[str, str]],
-                                     detector: FaceDetector, tiny_model: Path) -> None:
+                                     tiny_model: Path) -> None:
     folder, expected = bad_folder
-    photos = [Photo(path, "acme") for path in sorted(expected)]
-    model = Classifier(tiny_model, device="cpu")
     seen: list[int] = []
-    small = list(score_photos(photos, folder, detector, model, Options(chunk_size=3),
-                              progress=seen.append))
-    large = list(score_photos(photos, folder, detector, model, Options(chunk_size=256)))
-    assert [len(c) for c in small][:1] == [3] and len(small) == 4 and len(large) == 1
-    assert seen == [3, 3, 3, 2]
-    flat = [row for chunk in small for row in chunk]
-    assert pd.DataFrame(flat).equals(pd.DataFrame(large[0]))
+    small = score_folder(folder, model=tiny_model, device="cpu", chunk_size=3,
+                         progress=lambda done, total: seen.append(done))
+    large = score_folder(folder, model=tiny_model, device="cpu", chunk_size=256)
+    assert seen == [3, 6, 9, 11] and len(expected) == 11
+    pd.testing.assert_frame_equal(small.faces, large.faces)
+    pd.testing.assert_frame_equal(small.companies, large.companies)
 
 
 def test_progress_reports_finished_and_total(bad_folder: tuple[Path, dict[str, str]],
@@ -180,12 +173,12 @@ def test_unexpected_failure_on_one_photo_does_not_stop_the_run(
 
 def test_interrupted_run_leaves_no_output(tmp_path: Path, tiny_model: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import facevalue.pipeline as pipeline
+    import facevalue.local as local
 
     def explode(*args: object, **kwargs: object) -> list[dict[str, object]]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "classify_results", explode)
+    monkeypatch.setattr(local, "classify_results", explode)
     with pytest.raises(KeyboardInterrupt):
         score_folder(SAMPLE_PHOTOS, tmp_path / "s.parquet", model=tiny_model, device="cpu")
     # only the hidden saved-results folder, for the next run to resume from
@@ -318,7 +311,8 @@ def test_output_failures_are_one_line_and_leave_no_temp_file(
 def test_a_failing_state_database_is_a_state_error(tmp_path: Path) -> None:
     import sqlite3
 
-    from facevalue.state import FileKey, PhotoResult, SavedResults, StateError
+    from facevalue.state import PhotoResult, SavedResults, StateError
+    from facevalue.storage import FileKey
 
     with SavedResults(tmp_path / "state", "setup") as saved:
         saved.db.close()  # as when the disk fills or the folder goes mid-run

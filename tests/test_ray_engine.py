@@ -21,20 +21,12 @@ import pytest
 from click.testing import CliRunner
 from images import SAMPLE_PHOTOS, bad_inputs
 
-from facevalue import discover, score_folder
+from facevalue import score_folder
 from facevalue.classify import DeviceError
 from facevalue.cli import cli
-from facevalue.decode import DecodeError, read_bytes
-from facevalue.pipeline import Scores
-from facevalue.ray_engine import (
-    EngineError,
-    RayOptions,
-    check_reachable,
-    list_photos,
-    read_photo,
-    score_folder_ray,
-    write_table,
-)
+from facevalue.engine import EngineError
+from facevalue.pipeline import Scores, write_scores
+from facevalue.ray_engine import RayEngine, RayOptions, check_reachable
 from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -62,6 +54,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def score_on_ray(photos: Path | str, out: Path | str | None = None,
+                 ray_options: RayOptions | None = None, **settings: Any) -> Scores:
+    return score_folder(photos, out, engine=RayEngine(ray_options or RayOptions()), **settings)
+
+
 def assert_same(local: Scores, ray: Scores, local_out: Path, ray_out: Path) -> None:
     """Same frames row for row (Ray keeps discovery order too), same files and metadata."""
     pd.testing.assert_frame_equal(local.faces, ray.faces)
@@ -84,7 +81,7 @@ def test_ray_tables_equal_local_with_every_bad_input(local_ray: Any, corpus: Pat
     settings = {"model": tiny_model, "device": "cpu", "faces": "all"}
     local = score_folder(corpus, tmp_path / "local.parquet", **settings)
     calls: list[tuple[int, int]] = []
-    ray = score_folder_ray(corpus, tmp_path / "ray.parquet", **settings,
+    ray = score_on_ray(corpus, tmp_path / "ray.parquet", **settings,
                            progress=lambda done, total: calls.append((done, total)))
     assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
     photos = local.faces["path"].nunique()
@@ -104,7 +101,7 @@ def test_both_engines_give_the_same_tables_on_a_tree_full_of_traps(
     expected = trap_tree(tmp_path / "photos", tmp_path / "elsewhere")
     settings = {"model": tiny_model, "device": "cpu"}
     local = score_folder(tmp_path / "photos", tmp_path / "local.parquet", **settings)
-    ray = score_folder_ray(tmp_path / "photos", tmp_path / "ray.parquet", **settings)
+    ray = score_on_ray(tmp_path / "photos", tmp_path / "ray.parquet", **settings)
     assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
     assert dict(zip(ray.faces["path"], ray.faces["status"], strict=True)) == expected
 
@@ -115,7 +112,7 @@ def test_geometry_columns_are_the_same_on_ray(local_ray: Any, tiny_model: Path, 
                                              split: bool) -> None:
     settings = {"model": tiny_model, "device": "cpu", "geometry": True}
     local = score_folder(SAMPLE_PHOTOS, tmp_path / "local.parquet", **settings)
-    ray = score_folder_ray(SAMPLE_PHOTOS, tmp_path / "ray.parquet", **settings,
+    ray = score_on_ray(SAMPLE_PHOTOS, tmp_path / "ray.parquet", **settings,
                            ray_options=RayOptions(split=split))
     assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
     assert ray.faces["fwhr"].notna().sum() == 2 and "geometry_faces" in ray.companies
@@ -129,7 +126,7 @@ def test_split_plan_with_uris_and_manifest_equals_local(local_ray: Any, corpus: 
     settings = {"manifest": manifest, "model": tiny_model, "device": "cpu", "batch_size": 3}
     local = score_folder(corpus, tmp_path / "local.parquet", **settings)
     # CPU actors find faces and ship them to classifier actors, as on a GPU cluster.
-    ray = score_folder_ray(corpus.as_uri(), (tmp_path / "new" / "ray.parquet").as_uri(),
+    ray = score_on_ray(corpus.as_uri(), (tmp_path / "new" / "ray.parquet").as_uri(),
                            ray_options=RayOptions(split=True), **settings)
     assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "new" / "ray.parquet")
     assert {"ok", "no_face", "missing", "unlisted"} == set(ray.faces["status"])
@@ -154,7 +151,7 @@ def test_cli_engine_ray(local_ray: Any, tiny_model: Path, tmp_path: Path) -> Non
 @pytest.mark.ray
 def test_cuda_on_a_cluster_without_gpus_is_refused(local_ray: Any, tiny_model: Path) -> None:
     with pytest.raises(DeviceError, match="the Ray cluster has no GPUs"):
-        score_folder_ray(SAMPLE_PHOTOS, model=tiny_model, device="cuda")
+        score_on_ray(SAMPLE_PHOTOS, model=tiny_model, device="cuda")
 
 
 def test_without_ray_the_cli_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
@@ -168,11 +165,26 @@ def test_without_ray_the_cli_says_how_to_install(monkeypatch: pytest.MonkeyPatch
 
 
 def test_local_engine_refuses_ray_only_arguments(tmp_path: Path) -> None:
-    for args in (["--ray-address", "auto"], []):
-        photos = str(SAMPLE_PHOTOS) if args else "s3://bucket/photos"
-        result = CliRunner().invoke(cli, ["score", photos, "--out", str(tmp_path / "s.parquet"),
-                                          *args])
-        assert result.exit_code == 2 and "need --engine ray" in result.output
+    result = CliRunner().invoke(cli, ["score", str(SAMPLE_PHOTOS), "--out",
+                                      str(tmp_path / "s.parquet"), "--ray-address", "auto"])
+    assert result.exit_code == 2 and "needs --engine ray" in result.output
+
+
+@pytest.mark.ray
+def test_ray_resumes_from_the_saved_results_either_engine_made(
+        local_ray: Any, tiny_model: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLE_PHOTOS, photos)
+    out = tmp_path / "s.parquet"
+    settings = {"model": tiny_model, "device": "cpu"}
+    write_scores(photos, out, **settings)  # locally
+    shutil.copy(photos / "navy" / "grace_hopper.jpg", photos / "navy" / "again.jpg")
+    grown = write_scores(photos, out, engine=RayEngine(), **settings)
+    assert (grown.scored, grown.reused) == (1, 3)  # only the new photo went to Ray
+    fresh = score_folder(photos, **settings)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), fresh.faces)
+    again = write_scores(photos, out, engine=RayEngine(), **settings)
+    assert (again.scored, again.reused, again.workers) == (0, 4, 0)  # Ray never started
 
 
 def test_local_path_never_imports_ray() -> None:
@@ -204,39 +216,7 @@ def test_an_address_nothing_answers_at_fails_fast() -> None:
     check_reachable("auto")  # Ray's own lookup, left to ray.init
 
 
-def test_listing_through_pyarrow_matches_discovery(corpus: Path) -> None:
-    expected = discover.find_photos(corpus)
-    assert "acme/empty.jpg" in expected and not any(".Trashes" in p for p in expected)
-    assert list_photos(str(corpus)) == expected
-    assert list_photos(corpus.as_uri()) == expected
-
-
-def test_read_photo_statuses(corpus: Path) -> None:
-    import pyarrow.fs as pafs
-
-    fs = pafs.LocalFileSystem()
-    assert read_photo(fs, str(corpus / "nasa" / "astronaut.jpg")).startswith(b"\xff\xd8")
-    for name, status in (("acme/empty.jpg", "empty"), ("acme/gone.jpg", "unreadable")):
-        with pytest.raises(DecodeError) as caught:
-            read_photo(fs, str(corpus / name))
-        assert caught.value.status == status
-        with pytest.raises(DecodeError) as local:
-            read_bytes(corpus / name)
-        assert str(caught.value) == str(local.value)  # the same error text as locally
-
-
 def test_default_companies_path_for_paths_and_uris() -> None:
     assert default_companies_path("out/s.parquet") == "out/s.companies.parquet"
     assert default_companies_path("s.parquet") == "s.companies.parquet"
     assert default_companies_path("s3://b/run/s.parquet") == "s3://b/run/s.companies.parquet"
-
-
-def test_write_table_to_a_uri(tmp_path: Path) -> None:
-    import pyarrow as pa
-
-    table = pa.table({"a": [1, 2]}).replace_schema_metadata({"facevalue.version": "x"})
-    target = tmp_path / "deep" / "t.parquet"
-    write_table(table, target.as_uri())
-    assert pq.read_table(target).equals(table)
-    assert read_metadata(target) == {"facevalue.version": "x"}
-    assert [p.name for p in target.parent.iterdir()] == ["t.parquet"]

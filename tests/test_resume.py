@@ -16,14 +16,15 @@ from conftest import build_tiny_model
 from images import bad_inputs, encode, portrait
 from test_workers import varied_portraits
 
-from facevalue.pipeline import Options, setup_key, write_scores
+from facevalue.faces import Options
+from facevalue.pipeline import setup_key, write_scores
 from facevalue.state import (
-    FileKey,
     PhotoResult,
     SavedResults,
     StateError,
     state_folder,
 )
+from facevalue.storage import FileKey
 
 # Scores in a child process that reports each finished chunk and then dawdles, so the test
 # can kill it at a chosen point while its worker threads are busy with the next chunk.
@@ -222,3 +223,20 @@ def test_a_state_damaged_mid_file_gives_the_delete_message(photos: Path, tiny_mo
     database.write_bytes(bytes(data))
     with pytest.raises(StateError, match="delete the folder"):
         write_scores(photos, out, model=tiny_model)
+
+
+def test_state_deleted_mid_run_stops_it_before_any_output(photos: Path, tiny_model: Path,
+                                                          tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out" / "s.parquet"
+
+    def delete_state(done: int, total: int) -> None:
+        shutil.rmtree(state_folder(out), ignore_errors=True)  # as a second user might
+
+    with pytest.raises(StateError, match="deleted or replaced during the run"):
+        write_scores(photos, out, model=tiny_model, device="cpu", chunk_size=3,
+                     progress=delete_state)
+    assert list(out.parent.iterdir()) == []  # no table, no temp file
+    summary = write_scores(photos, out, model=tiny_model, device="cpu")  # the same command
+    assert summary.scored == summary.photos and out.exists()

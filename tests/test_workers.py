@@ -14,7 +14,7 @@ from images import bad_inputs, encode, portrait
 
 from facevalue import score_folder
 from facevalue.cli import cli
-from facevalue.pipeline import default_workers
+from facevalue.engine import default_workers
 
 
 def varied_portraits(folder: Path, count: int) -> None:

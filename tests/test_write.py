@@ -84,10 +84,11 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
 def test_unfinished_file_is_hidden_until_closed(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "faces.parquet"
     writer = AtomicParquetWriter(out, face_schema())
-    assert not out.exists() and writer.temp.parent == out.parent
-    assert writer.temp.name.startswith(".faces.parquet.")
+    temp = Path(writer.temp)
+    assert not out.exists() and temp.parent == out.parent
+    assert temp.name.startswith(".faces.parquet.")
     writer.close()
-    assert out.exists() and not writer.temp.exists()
+    assert out.exists() and not temp.exists()
     assert pd.read_parquet(out).empty
 
 
@@ -100,3 +101,13 @@ def test_write_frame(tmp_path: Path) -> None:
     back = pd.read_parquet(out)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert read_metadata(out)["facevalue.model_sha256"] == "ab" * 32
+
+
+def test_writing_to_a_uri_leaves_only_the_finished_file(tmp_path: Path) -> None:
+    schema = face_schema(metadata=META)
+    target = tmp_path / "deep" / "t.parquet"
+    with AtomicParquetWriter(target.as_uri(), schema) as writer:
+        writer.write(rows_to_table([{"path": "a.jpg", "company": "a", "status": "ok"}], schema))
+    assert pd.read_parquet(target)["path"].tolist() == ["a.jpg"]
+    assert read_metadata(target.as_uri()) == META
+    assert [p.name for p in target.parent.iterdir()] == ["t.parquet"]

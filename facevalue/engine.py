@@ -1,0 +1,106 @@
+"""What an engine is given and what it gives back: photos in, results out.
+
+The job (``facevalue.pipeline``) owns everything that is the same for every engine: the
+options, the models, the metadata, the saved results, the rows and both tables. An engine
+only turns chunks of photos into their ``PhotoResult``s, one list per chunk and in order:
+``facevalue.local`` with threads on this machine, ``facevalue.ray_engine`` on Ray Data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from facevalue.classify import Classifier, load_classifier, resolve_providers
+from facevalue.detect import FaceDetector
+from facevalue.discover import Photo
+from facevalue.faces import Options
+from facevalue.geometry import FaceMesh
+from facevalue.state import PhotoResult
+from facevalue.storage import Location
+
+STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run: Ray missing or unreachable."""
+
+
+@dataclass(frozen=True)
+class Models:
+    """The checked models of a run; their names and hashes go into the tables."""
+
+    classifier: Classifier
+    detector: FaceDetector
+    mesh: FaceMesh | None = None  # the face mesh, when geometry is measured
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every chunk of a run is scored with."""
+
+    location: Location
+    models: Models
+    options: Options
+    device: str  # as asked for: auto, cpu or cuda
+    threads: int  # per onnxruntime session
+
+
+class RunStats:
+    """Counts and stage timings, added up in the calling thread as chunks finish."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.statuses: Counter[str] = Counter()
+        self.faces = 0
+        self.scored = 0
+        self.reused = 0
+
+    def charge(self, stage: str, since: float) -> None:
+        """Add the time since ``since`` (a ``time.perf_counter()``) to a stage."""
+        self.seconds[stage] += time.perf_counter() - since
+
+    def count(self, results: Iterable[PhotoResult]) -> None:
+        """Count finished photos by status, and their faces."""
+        for result in results:
+            self.statuses[result.status] += 1
+            self.faces += len(result.faces)
+
+
+class Engine(Protocol):
+    """Turns chunks of photos into their results; the job does the rest."""
+
+    workers: int  # what the summary reports: threads locally, actors on Ray
+
+    def load(self, model: str | Path | None, device: str, threads: int | None,
+             geometry: bool) -> tuple[Models, int]:
+        """The run's models, checked, and the onnxruntime threads per session."""
+
+    def arguments(self) -> Mapping[str, Any]:
+        """What the engine adds to the tables' ``facevalue.arguments``."""
+
+    def score(self, chunks: Iterable[list[Photo]], work: Work,
+              stats: RunStats) -> Iterator[list[PhotoResult]]:
+        """One list of results per chunk, in the chunks' order and the photos' order."""
+
+
+def load_models(model: str | Path | None, device: str, threads: int,
+                geometry: bool) -> Models:
+    """The classifier, the detector and (with geometry) the face mesh, on ``device``."""
+    classifier = load_classifier(model, device, threads)
+    providers = resolve_providers(device)
+    detector = FaceDetector(providers=providers, threads=threads)
+    mesh = FaceMesh(providers=providers, threads=threads) if geometry else None
+    return Models(classifier, detector, mesh)
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

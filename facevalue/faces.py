@@ -1,0 +1,182 @@
+"""One photo, start to crops: read, decode small, detect, decode larger if a face is small,
+align and crop.
+
+``find_faces`` is the per-photo step every engine runs (a worker thread locally, an actor on
+Ray): a plain function with no hidden state. What it returns is everything classification
+needs, and a photo that cannot be scored comes back with its status instead of an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facevalue import aggregate, decode
+from facevalue import geometry as geom
+from facevalue.contract import Contract
+from facevalue.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_PIXELS,
+    FACES_MODES,
+)
+from facevalue.detect import CROP_SCALE, Box, FaceDetector, crop_faces
+from facevalue.discover import Photo
+from facevalue.statuses import ERROR, MISSING, PhotoError
+from facevalue.storage import Location, open_location
+
+log = logging.getLogger(__name__)
+
+# JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least DETECT_SIDE:
+# libjpeg skips most of the work for free, and the detector sees the photo at 128 px (its
+# tiles at 256 px) anyway. 512 px rather than 256: a face a sixth of the photo wide then
+# still fills a MIN_CROP_SIDE crop, so portraits need one decode (bench/README.md).
+DETECT_SIDE = 512
+# A face is cropped from that reduced copy when its square crop has at least this many pixels
+# a side, twice the classifier's 48; a smaller face is cropped from a larger decode. On
+# faces-dev faces, crops of 50-70 reduced pixels lost ~2 points of accuracy against crops
+# from the full photo; crops of ~100 pixels lost none.
+MIN_CROP_SIDE = 96
+
+@dataclass(frozen=True)
+class Options:
+    """How photos are scored (the models aside)."""
+
+    faces: str = "main"  # "main" keeps each photo's largest face, "all" keeps every face
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    geometry: bool = False  # also measure each face's geometry (facevalue.geometry)
+
+    def __post_init__(self) -> None:
+        if self.faces not in FACES_MODES:
+            raise ValueError(f"faces must be one of {FACES_MODES}, not {self.faces!r}")
+        if min(self.max_pixels, self.batch_size, self.chunk_size) < 1:
+            raise ValueError("max_pixels, batch_size and chunk_size must be positive")
+
+
+@dataclass(frozen=True)
+class PhotoFaces:
+    """One photo after decoding, detection and cropping: what classification needs.
+
+    ``boxes`` are in original-image pixels (after EXIF rotation); ``crops`` are uint8
+    ``(len(boxes), h, w, c)`` in the classifier's input format; with geometry, ``meshes``
+    holds the face-mesh crops and ``mesh_matrices`` the (n, 2, 3) maps from their pixels to
+    original pixels; ``seconds`` is the time spent on it per stage (read, decode, detect,
+    crop).
+    """
+
+    photo: Photo
+    status: str
+    error: str | None = None
+    faces_in_photo: int | None = None
+    boxes: tuple[Box, ...] = ()
+    crops: np.ndarray | None = None
+    sha256: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    meshes: np.ndarray | None = None
+    mesh_matrices: np.ndarray | None = None
+
+
+class _Laps:
+    """Per-stage seconds of one photo: each ``lap`` charges the time since the last lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+def find_faces(photo: Photo, root: str | Path | Location, detector: FaceDetector,
+               contract: Contract, options: Options = Options(),
+               data: bytes | None = None) -> PhotoFaces:
+    """Read one photo from its folder (or take ``data``, its bytes), detect its faces, and
+    crop the ones kept."""
+    if photo.status is not None:
+        return PhotoFaces(photo, photo.status, _discovery_error(photo.status))
+    sha256 = None
+    laps = _Laps()
+    try:
+        data = open_location(root, check=False).read(photo.path) if data is None else data
+        sha256 = hashlib.sha256(data).hexdigest()
+        laps.lap("read")
+        image = decode.decode(data, options.max_pixels, DETECT_SIDE)
+        laps.lap("decode")
+        return _detect(photo, data, image, detector, contract, options, sha256, laps)
+    except PhotoError as e:
+        return PhotoFaces(photo, e.status, str(e), sha256=sha256, seconds=laps.seconds)
+    except (cv2.error, ValueError, MemoryError) as e:
+        log.warning("%s: %s: %s", photo.path, type(e).__name__, e)
+        return PhotoFaces(photo, ERROR, f"{type(e).__name__}: {e}", sha256=sha256,
+                          seconds=laps.seconds)
+
+
+def _discovery_error(status: str) -> str:
+    if status == MISSING:
+        return "listed in the manifest but no such photo"
+    return "not listed in the manifest, so not scored"
+
+
+def _detect(photo: Photo, data: bytes, image: decode.Decoded, detector: FaceDetector,
+            contract: Contract, options: Options, sha256: str, laps: _Laps) -> PhotoFaces:
+    boxes = detector.detect(image.image)
+    laps.lap("detect")
+    if not boxes:
+        return PhotoFaces(photo, aggregate.NO_FACE, faces_in_photo=0, sha256=sha256,
+                          seconds=laps.seconds)
+    kept = boxes[:1] if options.faces == "main" else boxes
+    source = _crop_source(data, image, kept, options.max_pixels)
+    laps.lap("decode")
+    factor = image.scale[0] / source.scale[0]  # detection pixels -> crop source pixels
+    in_source = [box.scaled(factor) for box in kept]
+    crops = crop_faces(source.image, in_source, size=contract.input_size,
+                       color_mode=contract.color_mode)
+    original = tuple(_to_original(box, image) for box in kept)
+    meshes, matrices = _mesh_crops(source, in_source) if options.geometry else (None, None)
+    laps.lap("crop")
+    return PhotoFaces(photo, aggregate.OK, None, len(boxes), original, crops, sha256,
+                      laps.seconds, meshes, matrices)
+
+
+def _mesh_crops(source: decode.Decoded, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray]:
+    """Face-mesh crops of the boxes, and maps from their pixels to original pixels."""
+    pairs = [geom.mesh_crop(source.image, box) for box in boxes]
+    to_original = np.diag([*source.scale, 1.0])[:2]  # source pixels -> original pixels
+    matrices = [to_original @ np.vstack([matrix, [0, 0, 1]]) for _, matrix in pairs]
+    return np.stack([crop for crop, _ in pairs]), np.stack(matrices)
+
+
+def _crop_source(data: bytes, image: decode.Decoded, boxes: list[Box],
+                 max_pixels: int) -> decode.Decoded:
+    """The image to crop from: the detection copy, or a larger decode if a face is small in it.
+
+    Portraits keep the reduced copy (one decode); a small face in a large group photo gets a
+    decode with enough pixels for a MIN_CROP_SIDE crop, at most the full image.
+    """
+    side = CROP_SCALE * min(max(box.w, box.h) for box in boxes)
+    if side >= MIN_CROP_SIDE or image.scale[0] == 1:
+        return image
+    needed = math.ceil(max(image.image.shape[:2]) * MIN_CROP_SIDE / max(side, 1))
+    return decode.decode(data, max_pixels, needed)
+
+
+def _to_original(box: Box, image: decode.Decoded) -> Box:
+    """A box from the decoded (maybe reduced) image to original pixels, clipped to the image."""
+    sx, sy = image.scale
+    x0, y0 = max(0, round(box.x * sx)), max(0, round(box.y * sy))
+    x1 = min(image.width, round((box.x + box.w) * sx))
+    y1 = min(image.height, round((box.y + box.h) * sy))
+    eyes = None if box.eyes is None else (box.eyes[0] * sx, box.eyes[1] * sy,
+                                          box.eyes[2] * sx, box.eyes[3] * sy)
+    return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0), box.score, eyes)

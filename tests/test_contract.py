@@ -1,0 +1,139 @@
+"""Every refusal of ``facevalue score``: one line saying what to do, a distinct exit code, no
+traceback, and nothing written that looks like an output.
+
+Each case builds its own trap in ``tmp_path`` and returns the command's extra arguments; the
+photos are the sample portraits unless the case says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import build_tiny_model
+from images import SAMPLE_PHOTOS
+from test_classify import _rewired, _Tensor
+
+from facevalue.cli import cli
+from facevalue.state import SavedResults, state_folder
+
+Setup = Callable[[Path, Path, ExitStack], list[str]]
+
+
+def out_args(tmp_path: Path) -> list[str]:
+    return ["--out", str(tmp_path / "out" / "s.parquet")]
+
+
+def manifest(text: str) -> Setup:
+    def setup(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+        (tmp_path / "m.csv").write_text(text)
+        return [str(SAMPLE_PHOTOS), *out_args(tmp_path), "--manifest", str(tmp_path / "m.csv")]
+    return setup
+
+
+def model_file(make: Callable[[Path, Path], Path]) -> Setup:
+    def setup(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+        return [str(SAMPLE_PHOTOS), *out_args(tmp_path), "--model", str(make(tmp_path, model))]
+    return setup
+
+
+def empty_folder(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photos here")
+    return [str(tmp_path / "empty"), *out_args(tmp_path)]
+
+
+def state_locked(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    stack.enter_context(SavedResults(state_folder(tmp_path / "out" / "s.parquet"), "other"))
+    return [str(SAMPLE_PHOTOS), *out_args(tmp_path)]
+
+
+def state_damaged(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    folder = state_folder(tmp_path / "out" / "s.parquet")
+    folder.mkdir(parents=True)
+    (folder / "results.sqlite").write_bytes(b"not a database, whatever it was" * 100)
+    return [str(SAMPLE_PHOTOS), *out_args(tmp_path)]
+
+
+def state_is_a_file(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    (tmp_path / "out").mkdir()
+    state_folder(tmp_path / "out" / "s.parquet").write_text("a file where the state goes")
+    return [str(SAMPLE_PHOTOS), *out_args(tmp_path)]
+
+
+def out_under_a_file(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    return [str(SAMPLE_PHOTOS), *out_args(tmp_path)]
+
+
+def args(*extra: str, photos: str = str(SAMPLE_PHOTOS)) -> Setup:
+    def setup(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+        filled = [a.replace("TMP", str(tmp_path)) for a in extra]
+        return [photos, *(filled if "--out" in extra else [*out_args(tmp_path), *filled])]
+    return setup
+
+
+CASES: dict[str, tuple[Setup, int, str]] = {
+    "out not parquet": (args("--out", "TMP/s.csv"), 1, "give a name ending in .parquet"),
+    "companies is out": (args("--out", "TMP/s.parquet", "--companies", "TMP/s.parquet"), 1,
+                         "needs a file of its own"),
+    "no photos": (empty_folder, 1, "no photos found"),
+    "photos missing": (args(photos="/no/such/folder"), 2, "does not exist"),
+    "photos a URI nobody opens": (args(photos="nosuch://bucket/photos"), 1,
+                                  "not a location pyarrow can open"),
+    "manifest without company": (manifest("path\nnasa/astronaut.jpg\n"), 1,
+                                 "missing column(s) ['company']"),
+    "manifest repeats a photo": (manifest("path,company\na.jpg,x\n./a.jpg,y\n"), 1,
+                                 "repeats 'a.jpg'"),
+    "manifest overwrites a column": (manifest("path,company,emotion\na.jpg,x,y\n"), 1,
+                                     "would overwrite output columns"),
+    "model missing": (args("--model", "TMP/none.onnx"), 1, "none.onnx"),
+    "model not ONNX": (model_file(lambda t, m: _write(t / "zero.onnx", b"\x00" * 100)), 1,
+                       "not a usable ONNX model"),
+    "model without contract": (model_file(lambda t, m: build_tiny_model(t / "bare.onnx",
+                                                                        metadata={})), 1,
+                               "lacks the facevalue contract"),
+    "model gives logits": (model_file(lambda t, m: _rewired(m, t / "l.onnx", "Identity")), 1,
+                           "not probabilities"),
+    "model gives NaN": (model_file(lambda t, m: _rewired(
+        m, t / "n.onnx", "Mul", [_Tensor("nan", np.array([np.nan], np.float32))])), 1,
+                        "not probabilities"),
+    "cuda without CUDA": (args("--device", "cuda"), 1, "onnxruntime offers no CUDA provider"),
+    "state locked by another run": (state_locked, 1, "another facevalue run is writing"),
+    "state damaged": (state_damaged, 1, "delete the folder"),
+    "state is a file": (state_is_a_file, 1, "cannot make"),
+    "output folder is a file": (out_under_a_file, 1, "Not a directory"),
+    "ray address without ray": (args("--ray-address", "auto"), 2, "needs --engine ray"),
+    "workers with ray": (args("--engine", "ray", "--workers", "2"), 2,
+                         "--workers is for --engine local"),
+    "ray address nobody answers": (args("--engine", "ray", "--ray-address", "127.0.0.1:9"), 1,
+                                   "nothing answers there"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_score_refuses_with_one_line(case: str, tmp_path: Path, tiny_model: Path) -> None:
+    setup, code, message = CASES[case]
+    with ExitStack() as stack:
+        extra = setup(tmp_path, tiny_model, stack)
+        if "--model" not in extra:
+            extra += ["--model", str(tiny_model)]
+        result = CliRunner().invoke(cli, ["score", *extra, "--device", "cpu"]
+                                    if "--device" not in extra else ["score", *extra])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # nothing escaped but the exit
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    written = [p for p in tmp_path.rglob("*") if p.suffix in (".parquet", ".tmp")]
+    assert written == [], written
