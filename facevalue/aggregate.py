@@ -11,9 +11,16 @@ import logging
 
 import pandas as pd
 
+from facevalue.columns import (
+    COUNTS,
+    GEOMETRY_COUNTS,
+    GEOMETRY_SCORES,
+    NO_FACE,
+    OK,
+    SCORES,
+    UNLISTED,
+)
 from facevalue.contract import LABELS
-from facevalue.statuses import NO_FACE, OK, UNLISTED
-from facevalue.write import COUNTS, GEOMETRY_COUNTS, GEOMETRY_SCORES, SCORES
 
 log = logging.getLogger(__name__)
 

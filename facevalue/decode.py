@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
 from facevalue.defaults import DEFAULT_MAX_PIXELS
-from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
-from facevalue.contract import LABELS
-from facevalue.statuses import MISSING, UNLISTED
+from facevalue.columns import MISSING, RESERVED, UNLISTED
 from facevalue.storage import SUFFIXES, Location, display_path, open_location
 
 log = logging.getLogger(__name__)
-
-# Per-face columns a manifest may not reuse, or a copied-through id would overwrite them.
-RESERVED = frozenset({
-    "path", "company", "status", "error", "face", "faces_in_photo", "x", "y", "w", "h",
-    "face_score", "emotion", "photo_sha256", "photos", "faces", "failed", "happiness_share",
-    "positivity", *LABELS,
-})
-
 
 # A \xNN escape (see display_path), or any other backslash (a Windows separator).
 ESCAPE_OR_BACKSLASH = re.compile(r"\\x[0-9a-fA-F]{2}|\\")

@@ -22,9 +22,9 @@ import pandas as pd
 
 from facevalue import fer2013
 from facevalue.classify import load_classifier
+from facevalue.columns import MISSING, NO_FACE, OK
 from facevalue.contract import LABELS, Contract
 from facevalue.defaults import DEFAULT_BATCH_SIZE
-from facevalue.statuses import MISSING, NO_FACE, OK
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from facevalue import aggregate, decode
 from facevalue import geometry as geom
+from facevalue.columns import ERROR, MISSING, PhotoError
 from facevalue.contract import Contract
 from facevalue.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -29,7 +30,6 @@ from facevalue.defaults import (
 )
 from facevalue.detect import CROP_SCALE, Box, FaceDetector, crop_faces
 from facevalue.discover import Photo
-from facevalue.statuses import ERROR, MISSING, PhotoError
 from facevalue.storage import Location, open_location
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from facevalue.classify import open_model, shipped_file
+from facevalue.columns import GEOMETRY
 from facevalue.detect import Box, square_transform
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ MAX_PITCH = 20.0
 MIN_EYE_DISTANCE = 40.0  # original pixels between the eye centres
 MIN_SHARPNESS = 10.0  # variance of the Laplacian of the 192 px gray face
 MIN_LANDMARK_SCORE = 0.5
-COLUMNS = ("fwhr", "yaw", "pitch", "roll", "eye_distance", "sharpness", "landmark_score",
-           "geometry_ok")
 
 
 class LandmarkError(ValueError):
@@ -118,7 +117,7 @@ class FaceMesh:
 
     def measure(self, crops: np.ndarray, matrices: np.ndarray,
                 batch_size: int = 64) -> np.ndarray:
-        """float64 (n, len(COLUMNS)): each face's geometry, in photo pixels and degrees.
+        """float64 (n, len(GEOMETRY)): each face's geometry, in photo pixels and degrees.
 
         fWHR is the mean of the face and its mirror image: the mesh's outline points move
         by a few per cent with the face's tilt and framing, and the mirror's errors partly
@@ -135,7 +134,7 @@ class FaceMesh:
             mirrored = measure_face(points[n + i], scores[n + i], row[5])
             row[0] = (row[0] + mirrored[0]) / 2
             rows.append(row)
-        return np.array(rows, np.float64).reshape(n, len(COLUMNS))
+        return np.array(rows, np.float64).reshape(n, len(GEOMETRY))
 
 
 def to_photo(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -173,7 +172,7 @@ def pose(points: np.ndarray) -> tuple[float, float, float]:
 
 
 def measure_face(points: np.ndarray, score: float, sharp: float) -> list[float]:
-    """One face's row of COLUMNS from its photo-pixel mesh points."""
+    """One face's row of GEOMETRY from its photo-pixel mesh points."""
     yaw, pitch, roll = pose(points)
     level = rotate(points[:, :2], -roll)
     width = abs(level[WIDTH_POINTS[1], 0] - level[WIDTH_POINTS[0], 0])

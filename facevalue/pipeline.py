@@ -33,8 +33,8 @@ import pandas as pd
 import pyarrow as pa
 
 from facevalue import __version__, aggregate, discover, storage, write
-from facevalue import geometry as geom
 from facevalue.classify import DeviceError, ModelError
+from facevalue.columns import ERROR, GEOMETRY
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PIXELS
 from facevalue.detect import ALIGN, CROP_SCALE, CROP_SHIFT, DetectorError
@@ -44,7 +44,6 @@ from facevalue.faces import DETECT_SIDE, MIN_CROP_SIDE, Options
 from facevalue.local import LocalEngine
 from facevalue.rows import result_rows
 from facevalue.state import FACE_COLUMNS, PhotoResult, SavedResults, StateError, state_folder
-from facevalue.statuses import ERROR
 from facevalue.storage import FileKey, Location
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,7 @@ def _saved_results(out: str | Path, models: Models, options: Options,
         return nullcontext(None)
     mesh = models.mesh.name if models.mesh else None
     setup = setup_key(models.classifier.sha256, models.detector.name, options, location, mesh)
-    columns = FACE_COLUMNS + (len(geom.COLUMNS) if mesh else 0)
+    columns = FACE_COLUMNS + (len(GEOMETRY) if mesh else 0)
     return SavedResults(state_folder(storage.local_path(out)), setup, columns)
 
 

@@ -25,10 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facevalue import __version__, aggregate, decode, discover, geometry, storage, write
+from facevalue import __version__, aggregate, decode, geometry, storage, write
+from facevalue.columns import RESERVED, PhotoError
 from facevalue.contract import LABELS
 from facevalue.detect import Box
-from facevalue.statuses import PhotoError
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def read_companies(scores: Path, companies: str | Path | None,
     if companies:
         raise ReportError(f"companies table {path} does not exist")
     log.warning("no %s; per-company scores are recomputed from the per-face rows", path.name)
-    return aggregate.companies(faces, [c for c in faces.columns if c not in discover.RESERVED])
+    return aggregate.companies(faces, [c for c in faces.columns if c not in RESERVED])
 
 
 def summarise(faces: pd.DataFrame) -> dict[str, Any]:

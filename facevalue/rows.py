@@ -13,6 +13,7 @@ import numpy as np
 
 from facevalue import geometry as geom
 from facevalue.classify import Classifier
+from facevalue.columns import GEOMETRY
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.discover import Photo
@@ -90,6 +91,6 @@ def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
 def geometry_values(values: list[float]) -> dict[str, Any]:
     """A face's geometry columns: NaN (not measurable) as null, geometry_ok as a bool."""
     row: dict[str, Any] = {k: None if math.isnan(v) else v
-                           for k, v in zip(geom.COLUMNS, values, strict=True)}
+                           for k, v in zip(GEOMETRY, values, strict=True)}
     row["geometry_ok"] = bool(row["geometry_ok"])
     return row

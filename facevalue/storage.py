@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
+from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
 
 log = logging.getLogger(__name__)
 

@@ -24,17 +24,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facevalue import __version__, storage
+from facevalue.columns import (
+    BOX,
+    COUNTS,
+    EMOTION,
+    FACE_SCORE,
+    GEOMETRY,
+    GEOMETRY_COUNTS,
+    GEOMETRY_SCORES,
+    PHOTO,
+    PHOTO_SHA256,
+    RESULT,
+    SCORES,
+)
 from facevalue.contract import LABELS
 
 log = logging.getLogger(__name__)
-
-COUNTS = ("photos", "faces", "failed")
-SCORES = ("happiness_share", "positivity")
-
-
-GEOMETRY_COUNTS = ("geometry_faces",)
-GEOMETRY_SCORES = ("fwhr",)
-
 
 def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | None = None,
                 geometry: bool = False) -> pa.Schema:
@@ -43,20 +48,15 @@ def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | No
     ``geometry`` adds fwhr, yaw, pitch, roll, eye_distance, sharpness, landmark_score
     (float32) and geometry_ok (bool) after the emotions.
     """
-    fields = [pa.field("path", pa.string()), pa.field("company", pa.string())]
-    fields += [pa.field(name, pa.string()) for name in id_columns]
-    fields += [pa.field("status", pa.string()), pa.field("error", pa.string())]
-    fields += [pa.field(name, pa.int32()) for name in ("face", "faces_in_photo",
-                                                      "x", "y", "w", "h")]
-    fields.append(pa.field("face_score", pa.float32()))
+    fields = [pa.field(name, pa.string()) for name in (*PHOTO, *id_columns, *RESULT)]
+    fields += [pa.field(name, pa.int32()) for name in BOX]
+    fields.append(pa.field(FACE_SCORE, pa.float32()))
     fields += [pa.field(label, pa.float32()) for label in LABELS]
-    fields += [pa.field("emotion", pa.string())]
+    fields += [pa.field(EMOTION, pa.string())]
     if geometry:
-        from facevalue.geometry import COLUMNS
-
-        fields += [pa.field(name, pa.float32()) for name in COLUMNS[:-1]]
-        fields.append(pa.field(COLUMNS[-1], pa.bool_()))
-    fields.append(pa.field("photo_sha256", pa.string()))
+        fields += [pa.field(name, pa.float32()) for name in GEOMETRY[:-1]]
+        fields.append(pa.field(GEOMETRY[-1], pa.bool_()))
+    fields.append(pa.field(PHOTO_SHA256, pa.string()))
     return pa.schema(fields, metadata=metadata)
 
 

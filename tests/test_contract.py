@@ -91,6 +91,8 @@ CASES: dict[str, tuple[Setup, int, str]] = {
                                  "repeats 'a.jpg'"),
     "manifest overwrites a column": (manifest("path,company,emotion\na.jpg,x,y\n"), 1,
                                      "would overwrite output columns"),
+    "manifest overwrites a geometry column": (manifest("path,company,fwhr\na.jpg,x,2\n"), 1,
+                                              "['fwhr'] would overwrite output columns"),
     "model missing": (args("--model", "TMP/none.onnx"), 1, "none.onnx"),
     "model not ONNX": (model_file(lambda t, m: _write(t / "zero.onnx", b"\x00" * 100)), 1,
                        "not a usable ONNX model"),

@@ -16,6 +16,7 @@ import pytest
 from images import ASTRONAUT, GRACE, LANDSCAPE
 
 from facevalue import geometry, score_folder
+from facevalue.columns import GEOMETRY
 from facevalue.detect import FaceDetector
 
 
@@ -27,7 +28,7 @@ def measure():
         (box,) = detector.detect(image)[:1]
         crop, matrix = geometry.mesh_crop(image, box)
         row = mesh.measure(crop[None], matrix[None])[0]
-        return dict(zip(geometry.COLUMNS, row, strict=True))
+        return dict(zip(GEOMETRY, row, strict=True))
     return run
 
 

@@ -15,12 +15,12 @@ from images import SAMPLE_PHOTOS, bad_inputs, encode, portrait
 
 from facevalue import score_folder
 from facevalue.classify import Classifier
+from facevalue.columns import ERROR
 from facevalue.contract import LABELS
 from facevalue.detect import Box, FaceDetector, crop_faces
 from facevalue.discover import Photo
 from facevalue.faces import Options, find_faces
 from facevalue.rows import classify_chunk
-from facevalue.statuses import ERROR
 from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -231,6 +231,25 @@ def test_a_tree_full_of_traps_scores_each_photo_once(tmp_path: Path, tiny_model:
     # a rerun reuses every saved result, the escaped name included
     again, _ = score_folder(tmp_path / "photos", out, model=tiny_model, device="cpu")
     pd.testing.assert_frame_equal(again, faces)
+
+
+def test_the_trap_tree_never_hangs_and_memory_stays_bounded(tmp_path: Path,
+                                                            tiny_model: Path) -> None:
+    import subprocess
+    import sys
+
+    from images import trap_tree
+
+    trap_tree(tmp_path / "photos", tmp_path / "elsewhere")
+    code = ("import resource, sys; from facevalue.pipeline import write_scores; "
+            "write_scores(sys.argv[1], sys.argv[2], model=sys.argv[3], device='cpu'); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    child = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photos"),
+                            str(tmp_path / "s.parquet"), str(tiny_model)],
+                           capture_output=True, text=True, timeout=120)  # a FIFO would hang
+    assert child.returncode == 0, child.stderr
+    peak_mb = int(child.stdout.split()[-1]) / 1024  # ru_maxrss is in kB on Linux
+    assert peak_mb < 600  # the GIF bomb alone would take 3.3 GB, the sparse file 1 TB
 
 
 def test_a_manifest_lists_a_non_utf8_name_in_its_escaped_form(tmp_path: Path,

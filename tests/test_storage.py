@@ -12,8 +12,8 @@ import pytest
 from images import SAMPLE_PHOTOS, bad_inputs
 
 from facevalue import score_folder
+from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE
 from facevalue.pipeline import write_scores
-from facevalue.statuses import EMPTY, TOO_LARGE, UNREADABLE
 from facevalue.storage import Location, LocationError, ReadError, open_location, read_local
 
 
