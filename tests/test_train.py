@@ -127,6 +127,34 @@ def test_onnx_agrees_with_keras(exported, data):
 
 
 @pytest.mark.train
+def test_an_ensemble_export_averages_its_members_logits(exported, data, tmp_path):
+    from train.__main__ import cli as train_cli
+    from train.export import load_float32
+    from train.fit import fit
+
+    arch, run, _ = exported
+    (images, _, usage), csv, _ = data
+    other = fit(csv, "fvnet", tmp_path / "runs" / "other", epochs=1, verbose=0, seed=7)
+    model = tmp_path / "ensemble.onnx"
+    result = CliRunner().invoke(train_cli, ["export", str(run), str(other), "--out",
+                                            str(model)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    classifier = Classifier(model, "cpu")
+    meta = classifier.contract.extra
+    assert json.loads(meta["facevalue.ensemble"]) == [run.name, "other"]
+    x = images[usage == "PublicTest"][..., None].astype(np.float32) * np.float32(1 / 255)
+    views = [x, x[:, :, ::-1]] if meta["facevalue.tta"] == "hflip" else [x]
+    logits = np.mean([np.asarray(load_float32(r)[0](v, training=False), np.float64)
+                      for r in (run, other) for v in views], axis=0)
+    expected = calibrate.softmax(logits, float(meta["facevalue.temperature"]))
+    probs = classifier.predict(images[usage == "PublicTest"][..., None])
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    card = model.with_suffix(".md").read_text()
+    assert "An ensemble of 2 snapshots" in card
+    assert f"python -m train export runs/{run.name} runs/other --out" in card
+
+
+@pytest.mark.train
 def test_evaluate_scores_the_export_in_both_layouts(exported, data):
     _, _, model = exported
     _, csv, tree = data

@@ -42,7 +42,7 @@ def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
 
 
 @cli.command()
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="ONNX file to write, e.g. models/NAME.onnx.")
 @click.option("--data", type=click.Path(exists=True), default=None,
@@ -51,15 +51,16 @@ def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
               show_default=True, help="Fold flip averaging in (auto: only if it helps).")
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Also write the model card NAME.md and its PNGs next to the model.")
-def export(run, out, data, tta, card) -> None:
-    """Export RUN's best checkpoint to ONNX with calibration and the facevalue contract."""
+def export(runs, out, data, tta, card) -> None:
+    """Export the best checkpoint of RUN (or the mean of several RUNS' logits: a snapshot
+    ensemble in one graph) to ONNX with calibration and the facevalue contract."""
     from facevalue.fer2013 import DataError
     from train.card import write_card
     from train.export import ExportError
     from train.export import export as run_export
 
     try:
-        result = run_export(run, out, data=data, tta=tta)
+        result = run_export(list(runs), out, data=data, tta=tta)
     except (ExportError, DataError) as e:
         raise click.ClickException(str(e)) from e
     cal = result.calibration
@@ -67,7 +68,7 @@ def export(run, out, data, tta, card) -> None:
                f"(flips {result.tta}), T {cal.temperature:.3f}, ECE {cal.ece_before:.4f} -> "
                f"{cal.ece_after:.4f}, parity {result.parity_max_abs:.1e}")
     if card:
-        click.echo(f"wrote {write_card(run, out, result.evaluation, result.network)}")
+        click.echo(f"wrote {write_card(runs[-1], out, result.evaluation, result.network)}")
 
 
 @cli.command()

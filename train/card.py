@@ -133,9 +133,12 @@ def _init_run(config: dict) -> tuple[Path, dict] | None:
     return init, json.loads((init / "config.json").read_text())
 
 
-def rebuild_commands(run: Path, model: Path, config: dict, tta: str) -> str:
-    """The commands that rebuild this model from the data (``tta``: as exported)."""
-    export = f"python -m train export runs/{run.name} --out models/{model.name} --tta {tta}"
+def rebuild_commands(run: Path, model: Path, config: dict, tta: str,
+                     members: list[str] | None = None) -> str:
+    """The commands that rebuild this model from the data (``tta``: as exported; ``members``:
+    the runs of an ensemble, ``run`` the last of them)."""
+    runs = " ".join(f"runs/{name}" for name in members or [run.name])
+    export = f"python -m train export {runs} --out models/{model.name} --tta {tta}"
     fits = [_fit_command(run, config)]
     while (parent := _init_run(config)) is not None:
         run, config = parent
@@ -192,11 +195,16 @@ def describe_layers(network) -> str:
     return " → ".join(parts)
 
 
-def _recipe_section(config: dict, network) -> list[str]:
+def _recipe_section(config: dict, network, members: list[str]) -> list[str]:
     doc = " ".join((inspect.getdoc(archs.ARCHS[config["arch"]]) or "").split())
     recipe = config.get("recipe", {})
+    ensemble = (f" An ensemble of {len(members)} snapshots of one training run (the end of "
+                f"each cosine cycle: {', '.join(f'`runs/{m}`' for m in members)}): the graph "
+                "averages their logits, so it holds and computes "
+                f"{len(members)} x {network.count_params():,} parameters."
+                if len(members) > 1 else "")
     lines = ["## Architecture and recipe", "",
-             f"`{config['arch']}`, {network.count_params():,} parameters. {doc}", "",
+             f"`{config['arch']}`, {network.count_params():,} parameters. {doc}{ensemble}", "",
              f"Layers: {describe_layers(network)} (logits; softmax in the exported graph).",
              "", "| setting | value |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in recipe.items() if k != "epochs"]
@@ -291,13 +299,14 @@ def write_card(run: str | Path, model: str | Path, evaluation: Evaluation, netwo
              f"{meta['facevalue.version']}: input `image` float32 (N, 48, 48, 1) grayscale, "
              "pixels / 255; output `probabilities` (N, 7) in the order "
              f"{', '.join(LABELS)}.", ""]
-    for section in (_data_section(config), _recipe_section(config, network),
+    members = json.loads(meta.get("facevalue.ensemble", "[]"))
+    for section in (_data_section(config), _recipe_section(config, network, members),
                     _training_section(run, config, meta, curves.name),
                     _results_section(evaluation, meta, confusion.name),
                     _calibration_section(meta),
                     _literature_section(evaluation.accuracy, config),
                     ["## Rebuild", "",
-                     rebuild_commands(run, model, config, meta["facevalue.tta"])]):
+                     rebuild_commands(run, model, config, meta["facevalue.tta"], members)]):
         lines += section + [""]
     card = model.with_suffix(".md")
     card.write_text("\n".join(lines))

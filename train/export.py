@@ -1,8 +1,10 @@
-"""Export a training run to a contract-carrying ONNX classifier that facevalue can score with.
+"""Export a training run (or an ensemble of runs) to a contract-carrying ONNX classifier.
 
 The exported graph is ``softmax(mean(logits(x), logits(flip(x))) / T)``: the architectures
 output logits, so flip averaging (kept only when it helps) and the fitted temperature are
-folded in here, and the scorer needs no TensorFlow and no post-processing. Flips and T are
+folded in here, and the scorer needs no TensorFlow and no post-processing. Given several
+runs (the snapshots of successive cosine cycles), the logits are averaged over them too:
+one file, one graph, its members named in the metadata. Flips and T are
 chosen on the run's validation slice of Training (``train.fit.load_splits``), the data its
 epoch was selected on, so PublicTest is only measured; runs made before the slice existed
 selected on PublicTest, and their metadata says so. A file is written only when onnxruntime
@@ -50,7 +52,7 @@ class Exported:
 
     path: Path
     evaluation: Evaluation  # the written ONNX model on PublicTest
-    network: keras.Model  # the float32 Keras model it was exported from
+    network: keras.Model  # the float32 Keras model it was exported from (the last member)
     accuracy_by_tta: dict[str, float]  # Keras logits, without and with flip averaging
     tta: str
     calibration: calibrate.Calibration
@@ -91,6 +93,19 @@ def load_float32(run: Path) -> tuple[keras.Model, dict]:
     return model, config
 
 
+def load_members(runs: list[Path]) -> tuple[list[keras.Model], dict]:
+    """Each run's float32 network, and the last run's config; the runs must share their data
+    and validation slice, or their average would be selected on faces some member saw."""
+    members = [load_float32(run) for run in runs]
+    first = members[0][1]
+    for run, (_, config) in zip(runs, members, strict=True):
+        for key in ("data_sha256", "val_fraction"):
+            if config.get(key) != first.get(key):
+                raise ExportError(f"{run}: its {key} differs from {runs[0]}'s; an ensemble's "
+                                  "runs must share the data and the validation slice")
+    return [model for model, _ in members], members[-1][1]
+
+
 def selection_and_test(data: str | Path, config: dict
                        ) -> tuple[fer2013.FaceSet, fer2013.FaceSet]:
     """The faces the run selects on and its PublicTest faces, refusing other data."""
@@ -107,26 +122,27 @@ def selection_and_test(data: str | Path, config: dict
     return selection, public
 
 
-def serving_function(model: keras.Model, temperature: float, tta: str):
+def serving_function(models: list[keras.Model], temperature: float, tta: str):
     """The graph to export: image (N,48,48,1) float32 -> probabilities (N,7)."""
     spec = tf.TensorSpec((None, 48, 48, 1), tf.float32, name="image")
 
     @tf.function(input_signature=[spec])
     def serve(image):
-        logits = model(image, training=False)
-        if tta == "hflip":
-            logits = (logits + model(tf.reverse(image, axis=[2]), training=False)) / 2.0
+        views = [image, tf.reverse(image, axis=[2])] if tta == "hflip" else [image]
+        logits = tf.add_n([m(v, training=False) for m in models for v in views])
+        logits = logits / float(len(models) * len(views))
         return {"probabilities": tf.nn.softmax(logits / temperature, axis=-1)}
 
     return serve
 
 
-def choose_tta(model: keras.Model, x: np.ndarray, labels: np.ndarray,
+def choose_tta(models: list[keras.Model], x: np.ndarray, labels: np.ndarray,
                tta: str) -> tuple[str, np.ndarray, dict[str, float]]:
-    """Measure accuracy on the selection faces with and without flip averaging; keep flips
-    if they help."""
-    plain = model.predict(x, batch_size=512, verbose=0)
-    flipped = model.predict(x[:, :, ::-1], batch_size=512, verbose=0)
+    """Measure accuracy on the selection faces with and without flip averaging (of the
+    members' mean logits); keep flips if they help."""
+    plain = np.mean([m.predict(x, batch_size=512, verbose=0) for m in models], axis=0)
+    flipped = np.mean([m.predict(x[:, :, ::-1], batch_size=512, verbose=0) for m in models],
+                      axis=0)
     logits = {"none": plain, "hflip": (plain + flipped) / 2.0}
     accuracy = {k: float(np.mean(v.argmax(axis=1) == labels)) for k, v in logits.items()}
     if tta == "auto":
@@ -162,10 +178,11 @@ def check_parity(proto: onnx.ModelProto, serve, x: np.ndarray) -> tuple[float, n
     return float(np.abs(onnx_probs - tf_probs).max()), onnx_probs
 
 
-def metadata(run: Path, config: dict, accuracy: float, tta: str,
+def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
              cal: calibrate.Calibration, parity: float,
              accuracy_by_tta: dict[str, float]) -> dict[str, str]:
     """The contract plus what a reader of a result table may want to know about the model."""
+    run = runs[-1]
     with (run / "log.csv").open(newline="") as f:
         val_accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(f)]
     extra = {
@@ -190,34 +207,38 @@ def metadata(run: Path, config: dict, accuracy: float, tta: str,
     }
     if config.get("init"):
         extra["facevalue.fine_tuned_from"] = Path(config["init"]).name
+    if len(runs) > 1:  # the logits of these runs' networks are averaged
+        extra["facevalue.ensemble"] = json.dumps([r.name for r in runs])
     return dataclasses.replace(CONTRACT, extra=extra).to_metadata()
 
 
-def export(run: str | Path, out: str | Path, data: str | Path | None = None,
+def export(run: str | Path | list[str | Path], out: str | Path, data: str | Path | None = None,
            tta: str = "auto") -> Exported:
-    """Export ``run``'s best checkpoint to ``out``; see the module docstring for the graph."""
-    run, out = Path(run), Path(out)
+    """Export the best checkpoint of ``run`` (or the ensemble of several runs) to ``out``;
+    see the module docstring for the graph."""
+    runs = [Path(r) for r in (run if isinstance(run, list) else [run])]
+    out = Path(out)
     if tta not in TTA_CHOICES:
         raise ExportError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
-    model, config = load_float32(run)
+    models, config = load_members(runs)
     selection, public = selection_and_test(data or config["data"], config)
     # The very tensor facevalue's scorer builds, so the accuracy below is the one it will see.
     x = to_input(public.images[..., None], CONTRACT)
     tta, logits, accuracy_by_tta = choose_tta(
-        model, to_input(selection.images[..., None], CONTRACT), selection.labels, tta)
+        models, to_input(selection.images[..., None], CONTRACT), selection.labels, tta)
     cal = calibrate.calibrate(logits, selection.labels)
     log.info("temperature %.3f: ECE %.4f -> %.4f (cross-fitted %.4f)", cal.temperature,
              cal.ece_before, cal.ece_after, cal.ece_after_crossfit)
-    serve = serving_function(model, cal.temperature, tta)
+    serve = serving_function(models, cal.temperature, tta)
     proto = convert(serve)
     parity, probs = check_parity(proto, serve, x)
     if not parity <= PARITY_TOLERANCE:
         raise ExportError(f"onnxruntime differs from TensorFlow by {parity:.2e} on PublicTest "
                           f"(limit {PARITY_TOLERANCE:.0e}); nothing written")
     evaluation = score(probs, public.labels, model=str(out), split="PublicTest")
-    meta = metadata(run, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
+    meta = metadata(runs, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
     onnx.helper.set_model_props(proto, meta)
     record_checksum(out, write_atomic(proto, out))
     log.info("wrote %s: PublicTest accuracy %.4f, parity %.1e", out, evaluation.accuracy, parity)
-    return Exported(out, evaluation, model, accuracy_by_tta, tta, cal, parity,
+    return Exported(out, evaluation, models[-1], accuracy_by_tta, tta, cal, parity,
                     meta)
