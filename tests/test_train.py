@@ -155,6 +155,32 @@ def test_an_ensemble_export_averages_its_members_logits(exported, data, tmp_path
 
 
 @pytest.mark.train
+def test_a_student_learns_from_a_teachers_soft_targets(exported, data, tmp_path):
+    import hashlib
+
+    from train.__main__ import cli as train_cli
+    from train.card import rebuild_commands
+    from train.fit import load_splits, soft_targets
+
+    _, _, teacher = exported
+    (_, _, _), csv, _ = data
+    train, _, _ = load_splits(csv, 0.1)
+    targets = soft_targets(teacher, train, 0.7)
+    probs = Classifier(teacher, "cpu").predict(train.images[..., None])
+    np.testing.assert_allclose(targets, 0.7 * probs + 0.3 * np.eye(7)[train.labels], atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    run = tmp_path / "runs" / "student"
+    result = CliRunner().invoke(train_cli, ["fit", "--data", str(csv), "--arch", "fvnet",
+                                            "--out", str(run), "--epochs", "1", "--teacher",
+                                            str(teacher)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["teacher"] == {"model": teacher.name, "weight": 0.7,
+                                 "sha256": hashlib.sha256(teacher.read_bytes()).hexdigest()}
+    assert f"--teacher models/{teacher.name}" in rebuild_commands(run, teacher, config, "none")
+
+
+@pytest.mark.train
 def test_evaluate_scores_the_export_in_both_layouts(exported, data):
     _, _, model = exported
     _, csv, tree = data

@@ -27,8 +27,10 @@ def cli() -> None:
               show_default=True, help="bf16 mixed precision: about 2x faster on AVX512-BF16 CPUs.")
 @click.option("--init", type=click.Path(exists=True, file_okay=False), default=None,
               help="Fine-tune from this finished run's best weights (a second, lighter cycle).")
+@click.option("--teacher", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Distil: mix this exported classifier's probabilities into the targets.")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
-def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
+def fit(data, arch, out, epochs, seed, precision, init, teacher, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from facevalue.fer2013 import DataError
     from train.fit import RunError
@@ -36,7 +38,7 @@ def fit(data, arch, out, epochs, seed, precision, init, limit) -> None:
 
     try:
         run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
-                limit=limit, verbose=1 if sys.stderr.isatty() else 2)
+                teacher=teacher, limit=limit, verbose=1 if sys.stderr.isatty() else 2)
     except (RunError, DataError) as e:
         raise click.ClickException(str(e)) from e
 

@@ -32,6 +32,9 @@ class Recipe:
     # of faces cut from real photos, which FER2013's own crops rarely show.
     photo_augment: bool = False
     val_fraction: float = 0.1  # the Training slice epochs and temperature are selected on
+    # With a teacher (fit --teacher): the training targets are this share of the teacher's
+    # probabilities plus the rest of the one-hot label (distillation with fixed soft targets).
+    distill_weight: float = 0.7
 
 
 def fvc2017() -> keras.Model:

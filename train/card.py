@@ -116,6 +116,8 @@ def _fit_command(run: Path, config: dict) -> str:
            f"--out runs/{run.name}")
     if config.get("init"):
         fit += f" --init runs/{Path(config['init']).name}"
+    if config.get("teacher"):  # the very file: its sha256 is in config.json
+        fit += f" --teacher models/{config['teacher']['model']}"
     if config["epochs"] != recipes[config["arch"]].epochs:
         fit += f" --epochs {config['epochs']}"
     if config.get("seed", FIT_DEFAULT_SEED) != FIT_DEFAULT_SEED:

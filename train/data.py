@@ -123,14 +123,15 @@ def photo_augment(batch: tf.Tensor, seed: int) -> tf.Tensor:
 
 
 def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
-                     photo: bool = False) -> tf.data.Dataset:
+                     photo: bool = False, targets: np.ndarray | None = None) -> tf.data.Dataset:
     """Shuffled, batched, optionally augmented batches.
 
     ``augment``: flip, shift, rotate, zoom and erase (the recipe the 2026-11 models were
     trained with); with ``photo`` as well, ``photo_augment`` and JPEG re-encoding replace it.
+    ``targets`` (n, 7) replace the one-hot labels (a teacher's soft targets).
     """
     x = to_inputs(faces.images)
-    y = tf.one_hot(faces.labels, N_CLASSES).numpy()
+    y = tf.one_hot(faces.labels, N_CLASSES).numpy() if targets is None else targets
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment and photo:

@@ -96,16 +96,33 @@ def build(arch: str, precision: str, arch_kwargs: dict | None = None) -> keras.M
         keras.mixed_precision.set_global_policy("float32")
 
 
+def soft_targets(teacher: str | Path, faces: fer2013.FaceSet, weight: float) -> np.ndarray:
+    """``weight`` x the teacher's probabilities + (1 - weight) x the one-hot labels.
+
+    The teacher is an exported classifier (a snapshot ensemble, say), run once through
+    onnxruntime on the un-augmented faces: its flip-averaged probabilities hold under the
+    flips and small shifts of augmentation, so they need not be recomputed per batch.
+    """
+    from facevalue.classify import Classifier
+
+    probs = Classifier(teacher, device="cpu").predict(faces.images[..., None], 512)
+    onehot = np.eye(probs.shape[1], dtype=np.float32)[faces.labels]
+    return (weight * probs + (1 - weight) * onehot).astype(np.float32)
+
+
 def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = None,
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
-        limit: int | None = None, verbose: int = 2) -> Path:
+        teacher: str | Path | None = None, limit: int | None = None,
+        verbose: int = 2) -> Path:
     """Train ``arch`` into the run folder ``out``; resume if ``out`` holds an unfinished run.
 
     The folder gets ``config.json``, ``log.csv`` (one row per epoch), ``best.keras`` (highest
     accuracy on the validation slice of Training, see ``load_splits``), ``last.keras`` (to
     resume) and ``curves.png``. With ``init`` (a finished run folder of the same
     architecture) training starts from that run's best weights under the architecture's
-    fine-tuning recipe instead of from scratch.
+    fine-tuning recipe instead of from scratch. With ``teacher`` (an exported ONNX
+    classifier), the targets mix its probabilities in (``soft_targets``); the validation
+    slice keeps its true labels.
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
@@ -131,11 +148,18 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
               "data": str(data), "recipe": asdict(recipe), **info}
     if init is not None:
         config["init"] = str(init)
+    targets = None
+    if teacher is not None:
+        import hashlib
+
+        targets = soft_targets(teacher, train, recipe.distill_weight)
+        config["teacher"] = {"model": Path(teacher).name, "weight": recipe.distill_weight,
+                             "sha256": hashlib.sha256(Path(teacher).read_bytes()).hexdigest()}
     config_path = out / "config.json"
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        keys = ("arch", "epochs", "seed", "data_sha256", "init")
+        keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher")
         if {k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}:
             raise RunError(f"{out} holds a different run; choose another --out")
         log.info("resuming %s at epoch %d/%d", out, done_epochs + 1, epochs)
@@ -154,7 +178,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     started = time.time()
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
-                         photo=recipe.photo_augment),
+                         photo=recipe.photo_augment, targets=targets),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy",
