@@ -111,7 +111,8 @@ def training_seconds(run: Path) -> list[float]:
 
 
 def _fit_command(run: Path, config: dict) -> str:
-    recipes = archs.FINETUNE_RECIPES if config.get("init") else archs.RECIPES
+    recipes = archs.FINETUNE_RECIPES if config.get("init") else \
+        archs.DISTILL_RECIPES if config.get("teacher") else archs.RECIPES
     fit = (f"python -m train fit --data {config['data']} --arch {config['arch']} "
            f"--out runs/{run.name}")
     if config.get("init"):

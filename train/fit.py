@@ -136,6 +136,11 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if init_arch != arch:
             raise RunError(f"{init} is a {init_arch} run; --arch is {arch}")
         recipe = archs.FINETUNE_RECIPES[arch]
+    if teacher is not None:
+        if init is not None or arch not in archs.DISTILL_RECIPES:
+            raise RunError(f"--teacher trains a {'/'.join(archs.DISTILL_RECIPES)} student from "
+                           "scratch (without --init)")
+        recipe = archs.DISTILL_RECIPES[arch]
     out.mkdir(parents=True, exist_ok=True)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
