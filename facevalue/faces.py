@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevalue import aggregate, decode
+from facevalue import decode
 from facevalue import geometry as geom
-from facevalue.columns import ERROR, MISSING, PhotoError
+from facevalue.columns import ERROR, MISSING, NO_FACE, OK, PhotoError
 from facevalue.contract import Contract
 from facevalue.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -44,6 +44,7 @@ DETECT_SIDE = 512
 # faces-dev faces, crops of 50-70 reduced pixels lost ~2 points of accuracy against crops
 # from the full photo; crops of ~100 pixels lost none.
 MIN_CROP_SIDE = 96
+
 
 @dataclass(frozen=True)
 class Options:
@@ -133,7 +134,7 @@ def _detect(photo: Photo, data: bytes, image: decode.Decoded, detector: FaceDete
     boxes = detector.detect(image.image)
     laps.lap("detect")
     if not boxes:
-        return PhotoFaces(photo, aggregate.NO_FACE, faces_in_photo=0, sha256=sha256,
+        return PhotoFaces(photo, NO_FACE, faces_in_photo=0, sha256=sha256,
                           seconds=laps.seconds)
     kept = boxes[:1] if options.faces == "main" else boxes
     source = _crop_source(data, image, kept, options.max_pixels)
@@ -145,7 +146,7 @@ def _detect(photo: Photo, data: bytes, image: decode.Decoded, detector: FaceDete
     original = tuple(_to_original(box, image) for box in kept)
     meshes, matrices = _mesh_crops(source, in_source) if options.geometry else (None, None)
     laps.lap("crop")
-    return PhotoFaces(photo, aggregate.OK, None, len(boxes), original, crops, sha256,
+    return PhotoFaces(photo, OK, None, len(boxes), original, crops, sha256,
                       laps.seconds, meshes, matrices)
 
 
