@@ -266,8 +266,8 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
                                chunk_size=chunk_size, progress=progress, arguments=arguments,
                                geometry=geometry, engine=engine)
         meta = write.read_metadata(summary.out)
-        face_frame = storage.OutputFile(summary.out).read_table().to_pandas()
-        company_frame = storage.OutputFile(summary.companies).read_table().to_pandas()
+        face_frame = storage.read_table(summary.out).to_pandas()
+        company_frame = storage.read_table(summary.companies).to_pandas()
     face_frame.attrs = dict(meta)
     company_frame.attrs = dict(meta)
     return Scores(face_frame, company_frame)
@@ -305,8 +305,8 @@ def _aggregation_columns(out: str | Path, ids: list[str], geometry: bool) -> pd.
     """
     text = ["company", *ids, "status", "emotion"]
     measures = ["fwhr", "geometry_ok"] if geometry else []
-    table = storage.OutputFile(out).read_table(columns=[*text, "face", *LABELS, *measures],
-                                               read_dictionary=text)
+    table = storage.read_table(out, columns=[*text, "face", *LABELS, *measures],
+                               read_dictionary=text)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 

@@ -220,6 +220,8 @@ def to_records(photos: list[Photo]) -> list[dict[str, Any]]:
 def from_records(batch: pa.Table) -> list[Photo]:
     """The Photo records of a batch of rows made by ``to_records`` (company and ids are the
     driver's business)."""
+    # a plain dict for ids: the shared empty default (a mappingproxy) cannot be pickled,
+    # and these Photos travel inside PhotoFaces to the classifier actors
     return [Photo(os.fsdecode(row["path"]), "", {}, row["status"])
             for row in batch.to_pylist()]
 

@@ -19,6 +19,7 @@ is not UTF-8. Buckets, which have none of those, go through pyarrow.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -240,7 +241,7 @@ def _read_fs(fs: pafs.FileSystem, path: str, max_bytes: int) -> bytes:
     try:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
-            raise ReadError(UNREADABLE, f"cannot read file: {os.strerror(2)}")
+            raise ReadError(UNREADABLE, f"cannot read file: {os.strerror(errno.ENOENT)}")
         kind = "a folder" if info.type == pafs.FileType.Directory else "a special file"
         _check_file(info.type == pafs.FileType.File, kind, info.size or 0, max_bytes)
         with fs.open_input_stream(path) as stream:
@@ -278,6 +279,20 @@ def _file_kind(mode: int) -> str:
 
 # --- outputs ---
 
+def output_path(target: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of an output (local path or URI) and its path within it."""
+    text = str(target)
+    if is_local(text):
+        return pafs.LocalFileSystem(), os.path.abspath(local_path(text))
+    return _filesystem(text)
+
+
+def read_table(target: str | Path, **kwargs: Any) -> pa.Table:
+    """A finished Parquet output as an Arrow table (``pq.read_table``'s keyword arguments)."""
+    fs, path = output_path(target)
+    return pq.read_table(path, filesystem=fs, **kwargs)
+
+
 class OutputFile:
     """A Parquet output at a local path or URI, written under a hidden temporary name.
 
@@ -287,12 +302,7 @@ class OutputFile:
     """
 
     def __init__(self, target: str | Path) -> None:
-        text = str(target)
-        if is_local(text):
-            self.fs: pafs.FileSystem = pafs.LocalFileSystem()
-            self.path = os.path.abspath(local_path(text))
-        else:
-            self.fs, self.path = _filesystem(text)
+        self.fs, self.path = output_path(target)
         folder, name = self.path.rsplit("/", 1)
         self.folder, self.name = folder or "/", name
         # unique per writer, in the same folder (a rename is atomic only within a filesystem)
@@ -332,7 +342,3 @@ class OutputFile:
         for temp in Path(self.folder).glob(f".{self.name}.*.tmp"):
             log.info("removing %s, left by an interrupted run", temp)
             temp.unlink(missing_ok=True)
-
-    def read_table(self, **kwargs: Any) -> pa.Table:
-        """The finished file as an Arrow table (``pq.read_table``'s keyword arguments)."""
-        return pq.read_table(self.path, filesystem=self.fs, **kwargs)

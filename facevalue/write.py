@@ -114,8 +114,8 @@ def table_metadata(model: str, model_sha256: str, detector: str,
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``facevalue.*`` key-value metadata of a table written by facevalue (path or URI)."""
-    output = storage.OutputFile(path)
-    raw = pq.read_schema(output.path, filesystem=output.fs).metadata or {}
+    fs, where = storage.output_path(path)
+    raw = pq.read_schema(where, filesystem=fs).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"facevalue.")}
 
 
