@@ -29,7 +29,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # The first of these found in the shipped models folder is the default classifier: fvnet
 # quantised to int8 scores faces three times as fast as the float file with the same accuracy
 # (models/fvnet-int8.md).
-DEFAULT_MODELS = ("fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx", "fvnet64.onnx")
+DEFAULT_MODELS = ("fvnet-photo.onnx", "fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx",
+                  "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
 # 64 runs as fast as 256 with fvnet and holds half the onnxruntime buffers (bench/README.md).
 # onnxruntime's errors share no base class beyond Exception; these are the load failures.

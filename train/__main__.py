@@ -1,4 +1,4 @@
-"""`python -m train fit|export|quantize|card`: the commands that rebuild a shipped model."""
+"""`python -m train fit|export|quantize|adapt|card`: the commands that rebuild a shipped model."""
 
 from __future__ import annotations
 
@@ -96,6 +96,42 @@ def quantize(model, out, data) -> None:
                f"{result.agreement:.2%}, {speed['int8']:,.0f} against {speed['float']:,.0f} "
                f"faces/s on one thread")
     click.echo(f"wrote {write_card(result)}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--photos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of labelled photos.")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV with path (or file) and label columns, as facevalue evaluate reads.")
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="The FER2013 data MODEL was trained on: Training faces anchor the "
+                   "correction, PublicTest faces measure it.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="ONNX file to write, e.g. models/NAME-photo.onnx.")
+def adapt(model, photos, labels, data, out) -> None:
+    """Write MODEL with a correction for real photos fitted on labelled ones (the
+    cross-validated figures are the ones to report; see train/adapt.py)."""
+    from facevalue.fer2013 import DataError
+    from train.adapt import AdaptError, write_card
+    from train.adapt import adapt as run_adapt
+
+    try:
+        result = run_adapt(model, photos, labels, data, out)
+    except (AdaptError, DataError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {out}: {result.photos} of {result.labelled} labelled photos had a face; "
+               f"penalty {result.penalty:g}, parity {result.parity_max_abs:.1e}, PublicTest "
+               f"accuracy {result.public[1].accuracy:.4f} (before {result.public[0].accuracy:.4f})")
+    for name, figures in (("before", result.before), ("cross-validated", result.crossval),
+                          ("in-sample", result.in_sample)):
+        low, high = figures["accuracy_ci"]
+        recall = ", ".join(f"{k} {v:.2f}" for k, v in figures["recall"].items())
+        click.echo(f"{name:>16}: accuracy {figures['accuracy']:.4f} ({low:.4f}-{high:.4f}); "
+                   f"recall {recall}")
+    rebuild = (f"python -m train adapt {model} --photos {photos} --labels {labels} "
+               f"--data {data} --out {out}")
+    click.echo(f"wrote {write_card(result, model, rebuild)}")
 
 
 @cli.command()
