@@ -115,9 +115,9 @@ def test_refusals_are_one_line_and_write_nothing(adapted, setup, tmp_path):
     model, photos, labels, data = setup
     out = tmp_path / "out.onnx"
 
-    def refused(args: list[str], message: str) -> None:
+    def refused(args: list[str], message: str, code: int = 1) -> None:
         result = CliRunner().invoke(train_cli, ["adapt", *args, "--out", str(out)])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == code, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("Error")]
         assert len(errors) == 1 and message in errors[0], result.output
         assert "Traceback" not in result.output
@@ -132,10 +132,23 @@ def test_refusals_are_one_line_and_write_nothing(adapted, setup, tmp_path):
     one_class.write_text("path,label\n" + "".join(f"grace{i}.jpg,happy\n" for i in range(10)))
     refused([str(model), "--photos", str(photos), "--labels", str(one_class), "--data",
              str(data)], "at least two labelled classes")
+    refused(["not-a-model.onnx", *base], "does not exist", code=2)  # click's usage error
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    refused([str(tmp_path / "junk.onnx"), *base], "not a usable ONNX model")
     elsewhere = tmp_path / "elsewhere.csv"
     elsewhere.write_text("path,label\nnot-there.jpg,happy\n")
     refused([str(model), "--photos", str(photos), "--labels", str(elsewhere), "--data",
              str(data)], "not under")
+
+
+def test_an_unwritable_out_is_one_line(adapted, setup, tmp_path):
+    model, photos, labels, data = setup
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(train_cli, [
+        "adapt", str(model), "--photos", str(photos), "--labels", str(labels), "--data",
+        str(data), "--out", str(tmp_path / "file" / "x.onnx")])
+    assert result.exit_code == 1 and "cannot write" in result.output, result.output
+    assert "Traceback" not in result.output
 
 
 def test_the_card_gives_the_figures(adapted, setup):

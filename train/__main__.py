@@ -112,13 +112,14 @@ def quantize(model, out, data) -> None:
 def adapt(model, photos, labels, data, out) -> None:
     """Write MODEL with a correction for real photos fitted on labelled ones (the
     cross-validated figures are the ones to report; see train/adapt.py)."""
+    from facevalue.classify import ModelError
     from facevalue.fer2013 import DataError
     from train.adapt import AdaptError, write_card
     from train.adapt import adapt as run_adapt
 
     try:
         result = run_adapt(model, photos, labels, data, out)
-    except (AdaptError, DataError) as e:
+    except (AdaptError, DataError, ModelError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {out}: {result.photos} of {result.labelled} labelled photos had a face; "
                f"penalty {result.penalty:g}, parity {result.parity_max_abs:.1e}, PublicTest "

@@ -390,7 +390,10 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
             "facevalue.photo_accuracy_crossval": json.dumps(crossval),
             "facevalue.photo_accuracy_in_sample": json.dumps(in_sample)}
     onnx.helper.set_model_props(proto, meta)
-    record_checksum(out, write_atomic(proto, out))
+    try:
+        record_checksum(out, write_atomic(proto, out))
+    except OSError as e:  # a full disk, a parent that is a file: nothing half-written stays
+        raise AdaptError(f"cannot write {out}: {e.strerror or e}") from e
     return Adapted(out, len(y), len(truth), before, crossval, in_sample, penalty, parity,
                    (source_eval, public_eval))
 
