@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 
 from facevalue import fer2013
 from facevalue.classify import Classifier, new_session, to_input
-from facevalue.contract import LABELS
+from facevalue.contract import LABELS, Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import discover
 from facevalue.evaluate import (
@@ -71,7 +71,6 @@ class Correction:
 
     weights: np.ndarray  # (features, 7) float32
     bias: np.ndarray  # (7,) float32
-    penalty: float
     temperature: float = 1.0  # divides the corrected logits (fitted on photos, see adapt)
 
     def apply(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -122,14 +121,13 @@ def head_inputs(proto: onnx.ModelProto) -> tuple[onnx.NodeProto, list[str]]:
     return softmax, sorted(set(features))
 
 
-def probe(model: Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def probe(model: Path, crops: np.ndarray, contract: Contract) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features (mean over the head's inputs) and softmax-input logits of crops."""
     proto = onnx.load(model)
     softmax, names = head_inputs(proto)
     for name in [*names, softmax.input[0]]:
         proto.graph.output.append(helper.make_empty_tensor_value_info(name))
     session = new_session(proto.SerializeToString(), ["CPUExecutionProvider"], None)
-    contract = Classifier(model, "cpu").contract
     x = to_input(crops, contract)
     runs = [session.run([*names, softmax.input[0]], {proto.graph.input[0].name: x[i:i + 256]})
             for i in range(0, len(x), 256)]
@@ -184,7 +182,7 @@ def fit(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, penalty: f
         previous, params = params, look - step * grad
     weights = params[:-1] / sd[:, None]
     return Correction(weights.astype(np.float32),
-                      (params[-1] - mean @ weights).astype(np.float32), penalty)
+                      (params[-1] - mean @ weights).astype(np.float32))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -326,7 +324,8 @@ def anchor_faces(data: str | Path, classifier: Classifier, seed: int
     if len(train) == 0 or len(public) == 0:
         raise fer2013.DataError(f"{data}: needs both Training and PublicTest rows")
     pick = np.random.default_rng(seed).permutation(len(train))[:ANCHOR_FACES]
-    features, logits = probe(classifier.path, to_crops(train.images[pick], classifier.contract))
+    features, logits = probe(classifier.path, to_crops(train.images[pick], classifier.contract),
+                             classifier.contract)
     return Anchor(features, logits), public
 
 
@@ -345,7 +344,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
     if len(counts) < 2 or counts.min() < FOLDS:
         raise AdaptError(f"needs at least two labelled classes with {FOLDS} photos each "
                          f"(has {dict(zip(np.unique(y).tolist(), counts.tolist(), strict=True))})")
-    features, logits = probe(model, crops)
+    features, logits = probe(model, crops, classifier.contract)
     before = figures(y, softmax(logits), missed, seed)
     corrected, fold_penalties = cross_validate(features, logits, y, anchor, seed)
     # One temperature, fitted on the out-of-fold logits, makes the corrected probabilities
