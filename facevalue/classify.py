@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
-# The first of these found in the shipped models folder is the default classifier: fvnet
-# quantised to int8 scores faces three times as fast as the float file with the same accuracy
-# (models/fvnet-int8.md).
+# The first of these found in the shipped models folder is the default classifier:
+# fvnet-int8 (fvnet quantised to int8, three times as fast with the same accuracy) corrected
+# for real photos (models/fvnet-photo.md, train/adapt.py).
 DEFAULT_MODELS = ("fvnet-photo.onnx", "fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx",
                   "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"

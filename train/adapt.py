@@ -93,6 +93,8 @@ class Adapted:
     penalty: float
     parity_max_abs: float
     public: tuple[Evaluation, Evaluation]  # source and written model on PublicTest (measured)
+    sha256: str
+    metadata: dict[str, str]
 
 
 def head_inputs(proto: onnx.ModelProto) -> tuple[onnx.NodeProto, list[str]]:
@@ -105,11 +107,11 @@ def head_inputs(proto: onnx.ModelProto) -> tuple[onnx.NodeProto, list[str]]:
     graph = proto.graph
     output = graph.output[0].name
     producer = {out: node for node in graph.node for out in node.output}
-    softmax = producer.get(output)
-    if softmax is None or softmax.op_type != "Softmax":
+    final = producer.get(output)
+    if final is None or final.op_type != "Softmax":
         raise AdaptError(f"the graph's output {output!r} is not made by a Softmax")
     features: list[str] = []
-    stack, seen = [softmax.input[0]], set()
+    stack, seen = [final.input[0]], set()
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.output[0] in seen:  # names may be empty; outputs are unique
@@ -121,18 +123,18 @@ def head_inputs(proto: onnx.ModelProto) -> tuple[onnx.NodeProto, list[str]]:
             stack.extend(node.input)
     if not features:
         raise AdaptError("found no MatMul/Gemm layer before the softmax")
-    return softmax, sorted(set(features))
+    return final, sorted(set(features))
 
 
 def probe(model: Path, crops: np.ndarray, contract: Contract) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features (mean over the head's inputs) and softmax-input logits of crops."""
     proto = onnx.load(model)
-    softmax, names = head_inputs(proto)
-    for name in [*names, softmax.input[0]]:
+    final, names = head_inputs(proto)
+    for name in [*names, final.input[0]]:
         proto.graph.output.append(helper.make_empty_tensor_value_info(name))
     session = new_session(proto.SerializeToString(), ["CPUExecutionProvider"], None)
     x = to_input(crops, contract)
-    runs = [session.run([*names, softmax.input[0]], {proto.graph.input[0].name: x[i:i + 256]})
+    runs = [session.run([*names, final.input[0]], {proto.graph.input[0].name: x[i:i + 256]})
             for i in range(0, len(x), 256)]
     widths = {runs[0][k].shape[1] for k in range(len(names))}
     if len(widths) != 1:
@@ -169,7 +171,7 @@ def fit(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, penalty: f
     weight = np.concatenate([
         (1.0 / counts[labels]) / present.sum(),  # each labelled class weighs the same
         np.full(len(anchor.logits), anchor.weight / max(len(anchor.logits), 1))])
-    target = np.vstack([np.eye(len(LABELS))[labels], softmax(anchor.logits)])
+    target = np.vstack([np.eye(len(LABELS))[labels], calibrate.softmax(anchor.logits)])
     # Lipschitz constant of the gradient: softmax curvature <= 1/2 along any direction
     step = 1.0 / (0.5 * np.linalg.norm(x * np.sqrt(weight)[:, None], 2) ** 2 + penalty)
     ridge = np.ones((x.shape[1], 1))
@@ -178,7 +180,7 @@ def fit(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, penalty: f
     previous = params.copy()
     for t in range(STEPS):
         look = params + (t / (t + 3)) * (params - previous)
-        residual = weight[:, None] * (softmax(z0 + x @ look) - target)
+        residual = weight[:, None] * (calibrate.softmax(z0 + x @ look) - target)
         grad = x.T @ residual + penalty * ridge * look
         grad[:, ~present] = 0.0
         grad[:, present] -= grad[:, present].mean(axis=1, keepdims=True)
@@ -186,11 +188,6 @@ def fit(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, penalty: f
     weights = params[:-1] / sd[:, None]
     return Correction(weights.astype(np.float32),
                       (params[-1] - mean @ weights).astype(np.float32))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def folds_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -265,7 +262,7 @@ def figures(labels: np.ndarray, probs: np.ndarray, missed: int, seed: int = 0,
 
 def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelProto:
     """``proto`` with the correction added to its softmax's input."""
-    softmax, names = head_inputs(proto)
+    final, names = head_inputs(proto)
     w = numpy_helper.from_array(correction.weights, "photo_correction/weights")
     b = numpy_helper.from_array(correction.bias, "photo_correction/bias")
     scale = numpy_helper.from_array(np.array(1.0 / len(names), np.float32),
@@ -280,7 +277,7 @@ def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelP
                          ["photo_correction/matmul"], name="photo_correction/MatMul"),
         helper.make_node("Add", ["photo_correction/matmul", b.name],
                          ["photo_correction/delta"], name="photo_correction/Bias"),
-        helper.make_node("Add", [softmax.input[0], "photo_correction/delta"],
+        helper.make_node("Add", [final.input[0], "photo_correction/delta"],
                          ["photo_correction/sum_logits"], name="photo_correction/Add"),
         helper.make_node("Mul", ["photo_correction/sum_logits", inverse_t.name],
                          ["photo_correction/logits"], name="photo_correction/Temperature"),
@@ -289,7 +286,7 @@ def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelP
     adapted.CopyFrom(proto)
     graph = adapted.graph
     graph.initializer.extend([w, b, scale, inverse_t])
-    at = [n.output[0] for n in graph.node].index(softmax.output[0])
+    at = [n.output[0] for n in graph.node].index(final.output[0])
     for offset, node in enumerate(nodes):
         graph.node.insert(at + offset, node)
     graph.node[at + len(nodes)].input[0] = "photo_correction/logits"
@@ -352,13 +349,13 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
     log.info("%d of %d labelled photos have a face; fitting (a few hundred photos take "
              "about 10 minutes on 2 cores)", len(y), len(truth))
     features, logits = probe(model, crops, classifier.contract)
-    before = figures(y, softmax(logits), missed, seed)
+    before = figures(y, calibrate.softmax(logits), missed, seed)
     corrected, fold_penalties = cross_validate(features, logits, y, anchor, seed)
     # One temperature, fitted on the out-of-fold logits, makes the corrected probabilities
     # mean what they say on photos (ECE: fitted on one half of the photos, measured on the
     # other, and vice versa).
     cal = calibrate.calibrate(corrected, y)
-    crossval = {**figures(y, softmax(corrected / cal.temperature), missed, seed,
+    crossval = {**figures(y, calibrate.softmax(corrected, cal.temperature), missed, seed,
                           ece=cal.ece_after_crossfit),
                 "folds": FOLDS, "fold_penalties": fold_penalties,
                 "ece_without_temperature": round(cal.ece_before, 4)}
@@ -368,7 +365,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
     proto = adapted_graph(onnx.load(model), correction)
     session = new_session(proto.SerializeToString(), ["CPUExecutionProvider"], None)
     got = session.run(None, {proto.graph.input[0].name: to_input(crops, classifier.contract)})[0]
-    parity = float(np.abs(got - softmax(correction.apply(features, logits))).max())
+    parity = float(np.abs(got - calibrate.softmax(correction.apply(features, logits))).max())
     if not parity <= PARITY_TOLERANCE:
         raise AdaptError(f"the adapted graph differs from the fitted correction by "
                          f"{parity:.1e} (limit {PARITY_TOLERANCE:.0e}); nothing written")
@@ -397,31 +394,29 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
             "facevalue.photo_accuracy_in_sample": json.dumps(in_sample)}
     onnx.helper.set_model_props(proto, meta)
     try:
-        record_checksum(out, write_atomic(proto, out))
+        digest = write_atomic(proto, out)
+        record_checksum(out, digest)
     except OSError as e:  # a full disk, a parent that is a file: nothing half-written stays
         raise AdaptError(f"cannot write {out}: {e.strerror or e}") from e
     return Adapted(out, len(y), len(truth), before, crossval, in_sample, penalty, parity,
-                   (source_eval, public_eval))
+                   (source_eval, public_eval), digest, meta)
 
 
 def write_card(result: Adapted, source: str | Path, rebuild: str) -> Path:
     """``NAME.md`` beside the adapted model: what was fitted, on what, and its figures."""
     def row(name: str, f: dict) -> str:
         low, high = f["accuracy_ci"]
-        recall = " | ".join(f"{f['recall'].get(label, float('nan')):.2f}"
-                            for label in labelled)
+        recall = " | ".join(f"{f['recall'][label]:.2f}" for label in labelled)
         return (f"| {name} | {f['accuracy']:.1%} ({low:.1%}-{high:.1%}) | {recall} | "
                 f"{f['ece']:.3f} |")
 
     labelled = list(result.crossval["recall"])
-    meta = Classifier(result.path, "cpu").contract.extra
-    correction = json.loads(meta["facevalue.photo_correction"])
-    digest = hashlib.sha256(result.path.read_bytes()).hexdigest()
+    correction = json.loads(result.metadata["facevalue.photo_correction"])
     name = result.path.stem
     lines = [
         f"# {name}: {Path(source).stem} corrected for real photos",
         "",
-        f"`{name}.onnx` (sha256 `{digest}`) is [`{Path(source).name}`]"
+        f"`{name}.onnx` (sha256 `{result.sha256}`) is [`{Path(source).name}`]"
         f"({Path(source).stem}.md) with a linear correction of its logits fitted on "
         f"{correction['photos']}, labels sha256 `{correction['labels_sha256'][:12]}...`: "
         "`logits + features @ W + b`, where features are the network's penultimate "
