@@ -276,8 +276,10 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
         assert result.exit_code == 1
         assert f"{run} is a fvc2017 run; --arch is fvnet" in result.output
         return
+    with pytest.raises(RunError, match="--mix must be >= 0"):
+        fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, mix_alpha=-1.0, verbose=0)
     ft = fit(csv, "fvnet", tmp_path / "fvnet-ft", init=run, epochs=1, verbose=0,
-             precision="bf16")
+             precision="bf16", mix_alpha=0.4)
     start = keras.models.load_model(run / "best.keras")
     tuned = keras.models.load_model(ft / "last.keras")
     # One step at the warm-up rate barely moves the weights: it started from ``run``'s.
@@ -285,9 +287,10 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
     rates = [layer.rate for layer in tuned.layers if isinstance(layer, keras.layers.Dropout)]
     assert rates == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.25])
     config = json.loads((ft / "config.json").read_text())
+    assert config["recipe"]["mix_alpha"] == 0.4
     commands = rebuild_commands(ft, tmp_path / "fvnet.onnx", config, "none").splitlines()
     assert commands[1].endswith(f"--out runs/{run.name} --epochs 1 --precision bf16")
-    assert f"--out runs/fvnet-ft --init runs/{run.name} --epochs 1" in commands[2]
+    assert f"--out runs/fvnet-ft --init runs/{run.name} --epochs 1 --mix 0.4" in commands[2]
     assert commands[3] == "python -m train export runs/fvnet-ft --out models/fvnet.onnx --tta none"
 
 
@@ -367,6 +370,37 @@ def test_a_committed_run_folder_exports_and_continues(exported, data, tmp_path):
     if arch == "fvnet":  # the next cycle starts from the committed weights
         fit(csv, arch, tmp_path / "runs" / "next", epochs=1, verbose=0, init=slim)
         assert (tmp_path / "runs" / "next" / WEIGHTS).exists()
+
+
+@pytest.mark.train
+def test_mixed_faces_carry_their_labels_in_proportion():
+    """Mixup and cutmix both occur; each face's pixels and label are the same two faces in
+    the same shares (constant faces: the mean pixel gives the share)."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    import tensorflow as tf
+
+    from train.data import mix
+
+    n = 64
+    values = np.linspace(0.1, 0.9, n, dtype=np.float32)
+    faces = tf.constant(np.broadcast_to(values[:, None, None, None], (n, 48, 48, 1)).copy())
+    labels = tf.eye(n)  # one "class" per face: the label row names the faces it holds
+    tf.random.set_seed(7)
+    mixed, mixed_labels = (t.numpy() for t in mix(faces, labels, seed=3, alpha=0.4))
+    own = np.diag(mixed_labels)
+    partner = mixed_labels[np.arange(n), np.arange(n)[::-1]]
+    np.testing.assert_allclose(own + partner, 1.0, atol=1e-6)
+    np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(mixed.mean(axis=(1, 2, 3)),
+                               own * values + partner * values[::-1], atol=1e-5)
+    pure = np.isclose(mixed, values[:, None, None, None]) \
+        | np.isclose(mixed, values[::-1, None, None, None])
+    cut = pure.all(axis=(1, 2, 3))  # every pixel is one face's or the other's
+    blended = (~pure).all(axis=(1, 2, 3)) & (partner > 0.01)
+    assert 10 < cut.sum() < 54 and blended.sum() > 10
+    assert (partner[cut] > 0).any()  # some boxes really pasted
+    tf.random.set_seed(7)  # the global seed (fit sets it) makes the sequence repeat
+    np.testing.assert_array_equal(mix(faces, labels, seed=3, alpha=0.4)[0].numpy(), mixed)
 
 
 @pytest.mark.train

@@ -29,8 +29,10 @@ def cli() -> None:
               help="Fine-tune from this finished run's best weights (a second, lighter cycle).")
 @click.option("--teacher", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Distil: mix this exported classifier's probabilities into the targets.")
+@click.option("--mix", "mix_alpha", type=float, default=None,
+              help="Mixup/cutmix Beta(a, a) parameter, overriding the recipe's (0: none).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
-def fit(data, arch, out, epochs, seed, precision, init, teacher, limit) -> None:
+def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from facevalue.fer2013 import DataError
     from train.fit import RunError
@@ -38,7 +40,8 @@ def fit(data, arch, out, epochs, seed, precision, init, teacher, limit) -> None:
 
     try:
         run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
-                teacher=teacher, limit=limit, verbose=1 if sys.stderr.isatty() else 2)
+                teacher=teacher, mix_alpha=mix_alpha, limit=limit,
+                verbose=1 if sys.stderr.isatty() else 2)
     except (RunError, DataError) as e:
         raise click.ClickException(str(e)) from e
 

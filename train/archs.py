@@ -31,6 +31,8 @@ class Recipe:
     # Photo augmentation on top (train.data.photo_augment): the blur, lighting, JPEG and pose
     # of faces cut from real photos, which FER2013's own crops rarely show.
     photo_augment: bool = False
+    # > 0: mixup/cutmix with lam ~ Beta(mix_alpha, mix_alpha) per face (train.data.mix)
+    mix_alpha: float = 0.0
     val_fraction: float = 0.1  # the Training slice epochs and temperature are selected on
     # With a teacher (fit --teacher): the training targets are this share of the teacher's
     # probabilities plus the rest of the one-hot label (distillation with fixed soft targets).

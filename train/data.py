@@ -122,13 +122,51 @@ def photo_augment(batch: tf.Tensor, seed: int) -> tf.Tensor:
     return random_erasing(tf.clip_by_value(x + sigma * noise, 0.0, 1.0), seed + 53)
 
 
+def mix(batch: tf.Tensor, labels: tf.Tensor, seed: int, alpha: float
+        ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix each face with its partner in the reversed batch: half the pairs by mixup (a
+    blend), half by cutmix (a pasted rectangle); the labels mix in the same proportions.
+
+    A share ``lam ~ Beta(alpha, alpha)`` per face stays its own. Mixed targets keep a
+    network that already fits FER2013's training faces from growing over-confident on them,
+    the overfitting that stalls the later fvnet64 cycles. Cutmix's share is the pasted
+    box's actual (clipped) area, so labels match pixels exactly.
+    """
+    n = tf.shape(batch)[0]
+    h, w = batch.shape[1], batch.shape[2]
+    g1 = tf.random.gamma([n], alpha, seed=seed + 61)
+    g2 = tf.random.gamma([n], alpha, seed=seed + 62)
+    lam = g1 / (g1 + g2)
+    # cutmix: a box of (1 - lam) of the face centred anywhere, clipped at the edges
+    side = tf.sqrt(1.0 - lam)
+    cy = tf.random.uniform([n], seed=seed + 63) * h
+    cx = tf.random.uniform([n], seed=seed + 64) * w
+    y0, y1 = tf.maximum(cy - side * h / 2, 0.0), tf.minimum(cy + side * h / 2, float(h))
+    x0, x1 = tf.maximum(cx - side * w / 2, 0.0), tf.minimum(cx + side * w / 2, float(w))
+    rows = tf.range(h, dtype=tf.float32)[None, :, None] + 0.5
+    cols = tf.range(w, dtype=tf.float32)[None, None, :] + 0.5
+    inside = ((rows >= y0[:, None, None]) & (rows < y1[:, None, None])
+              & (cols >= x0[:, None, None]) & (cols < x1[:, None, None]))
+    pasted = tf.cast(inside, batch.dtype)[..., None]
+    cut_lam = 1.0 - tf.reduce_mean(pasted, axis=[1, 2, 3])
+    use_cut = tf.random.uniform([n], seed=seed + 65) < 0.5
+    lam = tf.where(use_cut, cut_lam, lam)
+    keep = tf.where(use_cut[:, None, None, None], 1.0 - pasted, lam[:, None, None, None])
+    other, other_labels = tf.reverse(batch, [0]), tf.reverse(labels, [0])
+    mixed = batch * keep + other * (1.0 - keep)
+    lam = tf.cast(lam, labels.dtype)[:, None]
+    return mixed, labels * lam + other_labels * (1.0 - lam)
+
+
 def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
-                     photo: bool = False, targets: np.ndarray | None = None) -> tf.data.Dataset:
+                     photo: bool = False, targets: np.ndarray | None = None,
+                     mix_alpha: float = 0.0) -> tf.data.Dataset:
     """Shuffled, batched, optionally augmented batches.
 
     ``augment``: flip, shift, rotate, zoom and erase (the recipe the 2026-11 models were
     trained with); with ``photo`` as well, ``photo_augment`` and JPEG re-encoding replace it.
-    ``targets`` (n, 7) replace the one-hot labels (a teacher's soft targets).
+    ``targets`` (n, 7) replace the one-hot labels (a teacher's soft targets). ``mix_alpha``
+    > 0 mixes the augmented batches (``mix``).
     """
     x = to_inputs(faces.images)
     y = tf.one_hot(faces.labels, N_CLASSES).numpy() if targets is None else targets
@@ -150,6 +188,8 @@ def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.batch(batch_size)
+    if mix_alpha:
+        ds = ds.map(lambda a, b: mix(a, b, seed, mix_alpha), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

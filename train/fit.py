@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -112,8 +112,8 @@ def soft_targets(teacher: str | Path, faces: fer2013.FaceSet, weight: float) -> 
 
 def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = None,
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
-        teacher: str | Path | None = None, limit: int | None = None,
-        verbose: int = 2) -> Path:
+        teacher: str | Path | None = None, mix_alpha: float | None = None,
+        limit: int | None = None, verbose: int = 2) -> Path:
     """Train ``arch`` into the run folder ``out``; resume if ``out`` holds an unfinished run.
 
     The folder gets ``config.json``, ``log.csv`` (one row per epoch), ``best.keras`` (highest
@@ -122,7 +122,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     architecture) training starts from that run's best weights under the architecture's
     fine-tuning recipe instead of from scratch. With ``teacher`` (an exported ONNX
     classifier), the targets mix its probabilities in (``soft_targets``); the validation
-    slice keeps its true labels.
+    slice keeps its true labels. ``mix_alpha`` overrides the recipe's mixup/cutmix
+    (``train.data.mix``; 0 turns it off).
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
@@ -141,6 +142,10 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             raise RunError(f"--teacher trains a {'/'.join(archs.DISTILL_RECIPES)} student from "
                            "scratch (without --init)")
         recipe = archs.DISTILL_RECIPES[arch]
+    if mix_alpha is not None:
+        if mix_alpha < 0:
+            raise RunError(f"--mix must be >= 0 (0: no mixing), not {mix_alpha}")
+        recipe = replace(recipe, mix_alpha=mix_alpha)
     out.mkdir(parents=True, exist_ok=True)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
@@ -165,7 +170,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     if done_epochs:
         previous = json.loads(config_path.read_text())
         keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher")
-        if {k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}:
+        if ({k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}
+                or previous.get("recipe", {}).get("mix_alpha", 0.0) != recipe.mix_alpha):
             raise RunError(f"{out} holds a different run; choose another --out")
         log.info("resuming %s at epoch %d/%d", out, done_epochs + 1, epochs)
         model = keras.models.load_model(out / "last.keras")
@@ -183,7 +189,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     started = time.time()
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
-                         photo=recipe.photo_augment, targets=targets),
+                         photo=recipe.photo_augment, targets=targets,
+                         mix_alpha=recipe.mix_alpha),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy",
