@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from run import HERE, update_readme
 
+from facevalue.classify import default_model
 from facevalue.engine import default_workers
 from facevalue.pipeline import score_folder
 from facevalue.ray_engine import RayEngine, RayOptions
@@ -74,7 +75,8 @@ def main() -> None:
                 pd.testing.assert_frame_equal(companies, reference[1])
     ray.shutdown()
     lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cores} cores, "
-             f"{args.n:,} photos of the jpeg mix, the default model, page cache warm, "
+             f"{args.n:,} photos of the jpeg mix, the default model ({default_model().name}), "
+             "page cache warm, "
              f"{args.repeat} interleaved runs; Ray's start-up ({ray_start:.1f} s) not counted. "
              "Every Ray run's tables equalled the local run's.", "",
              "| engine | photos/s (median, range) |", "|---|---|"]

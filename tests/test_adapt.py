@@ -39,8 +39,9 @@ def setup(tmp_path_factory):
     models = root / "models"
     models.mkdir()
     model = build_tiny_model(models / "tiny.onnx", seed=4, metadata=tiny_contract(**{
-        "facevalue.train_data_sha256": sha, "facevalue.public_test_accuracy": "0.1"
-    }).to_metadata())
+        "facevalue.train_data_sha256": sha, "facevalue.public_test_accuracy": "0.1",
+        "facevalue.ece_before": "0.2", "facevalue.int8_top1_agreement": "0.99",
+        "facevalue.temperature": "0.9"}).to_metadata())
     photos = root / "photos"
     photos.mkdir()
     rows = ["path,label"]
@@ -79,6 +80,9 @@ def test_the_correction_learns_the_photos_and_says_how(adapted, setup):
     assert json.loads(meta["facevalue.photo_accuracy_crossval"]) == adapted.crossval
     assert float(meta["facevalue.public_test_accuracy"]) == pytest.approx(
         adapted.public[1].accuracy, abs=1e-4)
+    # the source's own figures describe another graph; its provenance and folded T stay
+    assert "facevalue.ece_before" not in meta and "facevalue.int8_top1_agreement" not in meta
+    assert meta["facevalue.temperature"] == "0.9"
     # the full scoring path gives the in-sample figure the metadata records
     result = CliRunner().invoke(facevalue_cli, [
         "evaluate", str(photos), "--labels", str(labels), "--model", str(adapted.path),

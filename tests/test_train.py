@@ -317,6 +317,8 @@ def test_quantize_writes_an_int8_copy_only_if_it_agrees(exported, data, tmp_path
     assert float(meta["facevalue.int8_top1_agreement"]) == pytest.approx(result.agreement,
                                                                          abs=1e-4)
     assert meta["facevalue.temperature"] == source.contract.extra["facevalue.temperature"]
+    assert {"facevalue.ece_before", "facevalue.parity_max_abs"} <= set(source.contract.extra)
+    assert not {"facevalue.ece_before", "facevalue.parity_max_abs"} & set(meta)  # the float's
     assert (out.parent / "SHA256SUMS").read_text().split() == [int8.sha256, out.name]
     ops = {node.op_type for node in __import__("onnx").load(out).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops

@@ -51,7 +51,7 @@ from facevalue.evaluate import (
 )
 from facevalue.faces import Options, find_faces
 from train import calibrate
-from train.modelfile import record_checksum, write_atomic
+from train.modelfile import derived_metadata, record_checksum, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
     public_eval = score(public_probs, public.labels, model=str(out), split="PublicTest")
     source_eval = score(classifier.predict(crops_public, 512), public.labels, model=str(model),
                         split="PublicTest")
-    meta = {**classifier.contract.to_metadata(),
+    meta = {**derived_metadata(classifier.contract),
             "facevalue.photo_correction": json.dumps({
                 "adapted_from": f"{model.name}@{classifier.sha256}",
                 "photos": f"{photos.resolve().parent.name}/{photos.name} ({len(y)} labelled "

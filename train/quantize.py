@@ -23,7 +23,7 @@ import onnx
 from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
 from facevalue.evaluate import Evaluation, score, to_crops
-from train.modelfile import record_checksum, write_atomic
+from train.modelfile import derived_metadata, record_checksum, write_atomic
 
 MAX_ACCURACY_DROP = 0.005
 MIN_AGREEMENT = 0.98
@@ -91,7 +91,7 @@ def quantize(model: str | Path, out: str | Path, data: str | Path, seed: int = 0
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=_head(prepared))
         proto = onnx.load(quantized)
-        onnx.helper.set_model_props(proto, contract.to_metadata())  # figures updated below
+        onnx.helper.set_model_props(proto, derived_metadata(contract))  # figures below
         candidate = Path(tmp) / out.name
         onnx.save(proto, candidate)
         int8 = Classifier(candidate, "cpu", threads=1)
@@ -107,7 +107,7 @@ def quantize(model: str | Path, out: str | Path, data: str | Path, seed: int = 0
             f"int8 copy of {model.name}: PublicTest accuracy {int8_eval.accuracy:.4f} against "
             f"{float_eval.accuracy:.4f}, top emotion agrees on {agreement:.2%} of faces "
             f"(limits: a drop of {max_drop}, {min_agreement:.0%}); nothing written")
-    meta = {**contract.to_metadata(),
+    meta = {**derived_metadata(contract),
             "facevalue.public_test_accuracy": f"{int8_eval.accuracy:.4f}",
             "facevalue.ece_after": f"{int8_eval.ece:.4f}",
             "facevalue.quantized": METHOD,
