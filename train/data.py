@@ -16,6 +16,18 @@ def to_inputs(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0)[..., None]
 
 
+def box(h: int, w: int, y0: tf.Tensor, y1: tf.Tensor, x0: tf.Tensor, x1: tf.Tensor,
+        centre: float = 0.0) -> tf.Tensor:
+    """(n, h, w) booleans: which pixels of each face lie in its box [y0, y1) x [x0, x1).
+
+    A pixel sits at its index plus ``centre`` (0: its corner, 0.5: its middle).
+    """
+    rows = tf.range(h, dtype=tf.float32)[None, :, None] + centre
+    cols = tf.range(w, dtype=tf.float32)[None, None, :] + centre
+    return ((rows >= y0[:, None, None]) & (rows < y1[:, None, None])
+            & (cols >= x0[:, None, None]) & (cols < x1[:, None, None]))
+
+
 def random_erasing(batch: tf.Tensor, seed: int, p: float = 0.5) -> tf.Tensor:
     """Blank one random rectangle (2-20% of the face, any aspect 0.3-3.3) in half the images.
 
@@ -33,10 +45,7 @@ def random_erasing(batch: tf.Tensor, seed: int, p: float = 0.5) -> tf.Tensor:
     ew = tf.clip_by_value(tf.sqrt(area / aspect), 1.0, w - 1.0)
     y0 = uniform([n], k=3) * (h - eh)
     x0 = uniform([n], k=4) * (w - ew)
-    rows = tf.range(h, dtype=tf.float32)[None, :, None]
-    cols = tf.range(w, dtype=tf.float32)[None, None, :]
-    inside = ((rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None])
-              & (cols >= x0[:, None, None]) & (cols < (x0 + ew)[:, None, None]))
+    inside = box(h, w, y0, y0 + eh, x0, x0 + ew)
     apply = (uniform([n], k=5) < p)[:, None, None]
     mask = tf.cast(inside & apply, batch.dtype)[..., None]
     noise = uniform(tf.shape(batch), k=6)
@@ -143,11 +152,7 @@ def mix(batch: tf.Tensor, labels: tf.Tensor, seed: int, alpha: float
     cx = tf.random.uniform([n], seed=seed + 64) * w
     y0, y1 = tf.maximum(cy - side * h / 2, 0.0), tf.minimum(cy + side * h / 2, float(h))
     x0, x1 = tf.maximum(cx - side * w / 2, 0.0), tf.minimum(cx + side * w / 2, float(w))
-    rows = tf.range(h, dtype=tf.float32)[None, :, None] + 0.5
-    cols = tf.range(w, dtype=tf.float32)[None, None, :] + 0.5
-    inside = ((rows >= y0[:, None, None]) & (rows < y1[:, None, None])
-              & (cols >= x0[:, None, None]) & (cols < x1[:, None, None]))
-    pasted = tf.cast(inside, batch.dtype)[..., None]
+    pasted = tf.cast(box(h, w, y0, y1, x0, x1, centre=0.5), batch.dtype)[..., None]
     cut_lam = 1.0 - tf.reduce_mean(pasted, axis=[1, 2, 3])
     use_cut = tf.random.uniform([n], seed=seed + 65) < 0.5
     lam = tf.where(use_cut, cut_lam, lam)
