@@ -14,10 +14,10 @@ going):
 - facevalue end to end (``write_scores`` into a fresh output, in a child process so the peak
   RSS is the run's own) with the default model, 1 worker and one per core, on the ``jpeg``
   mix (portraits 512, 1024 and 2048 px wide) and the ``full`` mix (plus ~3000 px, PNG,
-  face-less and broken files), and with the 2017 replica (the model the issue's target was
-  set with): photos/s, faces/s, seconds per stage summed over threads, CPU seconds, peak RSS;
-- the same command again on the same output (nothing new: every result reused), and once
-  with ``--batch-size 64`` (onnxruntime keeps buffers for a whole batch of faces);
+  face-less and broken files), and with every other shipped classifier (the previous
+  default among them): photos/s, faces/s, seconds per stage summed over threads, CPU
+  seconds, peak RSS;
+- the same command again on the same output (nothing new: every result reused);
 - each classifier (``Classifier.predict``) against onnxruntime alone on the same crops;
 - ``--large`` photos (hard links, see corpus.py) for the peak RSS growth from ``--n``.
 """
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from facevalue import decode
-from facevalue.classify import Classifier, default_model, to_input
+from facevalue.classify import DEFAULT_MODELS, Classifier, default_model, to_input
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
 from facevalue.engine import default_workers
@@ -54,10 +54,9 @@ from facevalue.storage import open_location
 log = logging.getLogger("bench")
 
 HERE = Path(__file__).resolve().parent
-# The previous default (the speed rule of issue 10 compares against it), the float fvnet, the
-# 2017 replica and the heavy fvnet64, each timed in the same run as the default.
-OTHER_MODELS = tuple(HERE.parent / "models" / f"{name}.onnx"
-                     for name in ("fvnet-int8", "fvnet", "fvc2017", "fvnet64"))
+# Every shipped classifier (the previous default among them: the speed rule of issue 10
+# compares against it), each timed in the same run as the default.
+OTHER_MODELS = tuple(HERE.parent / "models" / name for name in DEFAULT_MODELS)
 CLASSIFY_FACES = 2048
 
 
@@ -163,7 +162,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements of one run; each small one ``--repeat`` times, interleaved, and the
     median kept (a shared virtual machine's second core comes and goes)."""
     cores, work, n = default_workers(), args.work, args.n
-    models = {model.stem: model for model in (args.model, *OTHER_MODELS)}
+    models = {model.stem: model for model in (*OTHER_MODELS, args.model)}
     results: dict[str, Any] = {"machine": machine(), "n": n, "large": args.large,
                                "repeat": args.repeat, "model": args.model.name, "runs": {},
                                "classifier": {}}
@@ -183,8 +182,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for workers in sorted({1, cores}):
             score("jpeg", n, workers, args.model)
         score("jpeg", n, cores, args.model, rerun=True)  # on the output just written
-        for model in models.values():
-            if model != args.model:
+        for name, model in models.items():
+            if name != args.model.stem:
                 score("jpeg", n, cores, model)
         score("full", n, cores, args.model)
     jpeg = corpus.build(work / "corpus", n, "jpeg").photos
@@ -296,8 +295,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=0,
                         help="also score this many photos for the memory growth (0: skip)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="classifier [default: the shipped default model]; the float "
-                             "fvnet and the 2017 replica are also timed")
+                        help="classifier [default: the shipped default model]; every "
+                             "other shipped classifier is also timed")
     parser.add_argument("--work", type=Path, default=HERE / "out",
                         help="corpora and outputs go here")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "results.json")

@@ -152,6 +152,7 @@ def test_an_ensemble_export_averages_its_members_logits(exported, data, tmp_path
     card = model.with_suffix(".md").read_text()
     assert "An ensemble of 2 snapshots" in card
     assert f"python -m train export runs/{run.name} runs/other --out" in card
+    assert "Short of the target" not in card  # the shipped fvnet's notes, not this file's
 
 
 @pytest.mark.train
@@ -196,6 +197,8 @@ def test_evaluate_scores_the_export_in_both_layouts(exported, data):
 
 @pytest.mark.train
 def test_card_describes_the_model(exported):
+    from train.card import NOTES
+
     arch, run, model = exported
     card = model.with_suffix(".md").read_text()
     meta = Classifier(model, "cpu").contract.extra
@@ -208,6 +211,9 @@ def test_card_describes_the_model(exported):
     assert "validation slice (10% of each class, 14 faces" in card
     for png in (".curves.png", ".confusion.png"):
         assert model.with_suffix(png).read_bytes()[:4] == b"\x89PNG"
+    assert NOTES[model.stem][:60] in card  # a shipped model's name carries its notes
+    hardware = json.loads((run / "config.json").read_text())["hardware"]  # fit records it
+    assert "-core " in hardware and f"on {hardware}." in card
     if arch == "fvnet":
         assert "--precision bf16" in card and "batch norm" in card
     else:

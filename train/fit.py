@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -87,6 +88,21 @@ def _optimizer(recipe: archs.Recipe, steps_per_epoch: int, epochs: int) -> keras
     return keras.optimizers.Adam(lr)
 
 
+def this_machine() -> str:
+    """This machine's CPU, as the card names it (a run may resume elsewhere: the start counts)."""
+    model, flags = "unknown CPU", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    bf16 = ", AVX512-BF16" if "avx512_bf16" in flags else ""
+    return f"{os.cpu_count()}-core {model}{bf16}, CPU only"
+
+
 def build(arch: str, precision: str, arch_kwargs: dict | None = None) -> keras.Model:
     """Build an architecture under a dtype policy (``bf16`` halves CPU time on AVX512-BF16)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
@@ -155,7 +171,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         train = fer2013.FaceSet(train.images[:limit], train.labels[:limit], train.usage[:limit])
         val = fer2013.FaceSet(val.images[:limit], val.labels[:limit], val.usage[:limit])
     config = {"arch": arch, "epochs": epochs, "seed": seed, "precision": precision,
-              "data": str(data), "recipe": asdict(recipe), **info}
+              "data": str(data), "recipe": asdict(recipe), **info, "hardware": this_machine()}
     if init is not None:
         config["init"] = str(init)
     targets = None
