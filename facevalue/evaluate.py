@@ -50,7 +50,9 @@ class Evaluation:
     split: str
     n: int
     accuracy: float
+    accuracy_ci: tuple[float, float]  # bootstrap 95% interval over faces
     macro_f1: float
+    kappa: float
     ece: float
     per_class: tuple[ClassMetrics, ...]
     confusion: tuple[tuple[int, ...], ...]  # rows: true label, columns: predicted
@@ -59,7 +61,8 @@ class Evaluation:
         """A JSON-ready dict; ``per_class`` is keyed by label."""
         return {
             "model": self.model, "split": self.split, "n": self.n,
-            "accuracy": self.accuracy, "macro_f1": self.macro_f1, "ece": self.ece,
+            "accuracy": self.accuracy, "accuracy_ci": list(self.accuracy_ci),
+            "macro_f1": self.macro_f1, "kappa": self.kappa, "ece": self.ece,
             "per_class": {c.label: {"precision": c.precision, "recall": c.recall, "f1": c.f1,
                                     "support": c.support} for c in self.per_class},
             "labels": list(LABELS),
@@ -123,12 +126,15 @@ def score(probs: np.ndarray, labels: np.ndarray, model: str = "", split: str = "
     """Turn probabilities and true labels into an Evaluation."""
     if len(labels) == 0:
         raise fer2013.DataError(f"no {split or 'labelled'} faces to evaluate")
-    matrix = confusion_matrix(labels, probs.argmax(axis=1))
+    predicted = probs.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted)
     per_class = class_metrics(matrix)
     return Evaluation(
         model=model, split=split, n=int(len(labels)),
         accuracy=float(np.trace(matrix) / len(labels)),
+        accuracy_ci=bootstrap_interval(predicted == labels),
         macro_f1=float(np.mean([c.f1 for c in per_class])),
+        kappa=cohen_kappa(matrix),
         ece=expected_calibration_error(probs, labels),
         per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in matrix))
@@ -153,8 +159,10 @@ def evaluate(data: str | Path, split: str = "PublicTest", model: str | Path | No
 
 def format_report(result: Evaluation) -> str:
     """The human-readable report: headline figures, a per-class table, the confusion matrix."""
+    low, high = result.accuracy_ci
     lines = [f"{result.model} on {result.split}: {result.n} faces",
-             f"accuracy {result.accuracy:.4f}   macro F1 {result.macro_f1:.4f}   "
+             f"accuracy {result.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})   macro F1 "
+             f"{result.macro_f1:.4f}   kappa {result.kappa:.4f}   "
              f"ECE ({ECE_BINS} bins) {result.ece:.4f}", "",
              f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
     lines += [f"{c.label:<10} {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>6.3f} {c.support:>8d}"
@@ -295,7 +303,8 @@ def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> P
 
 def bootstrap_interval(correct: np.ndarray, seed: int = 0,
                        resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of accuracy over photos resampled with replacement."""
+    """The 2.5th and 97.5th percentiles of accuracy over photos (or faces) resampled with
+    replacement."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(correct), (resamples, len(correct)))
     accuracy = correct[draws].mean(axis=1)

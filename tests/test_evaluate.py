@@ -58,6 +58,10 @@ def test_evaluate_matches_the_classifier(fer_data, tiny_model):
     assert result.accuracy == pytest.approx(np.mean(probs.argmax(axis=1) == truth))
     assert result.ece == pytest.approx(ev.expected_calibration_error(probs, truth), abs=1e-6)
     assert sum(map(sum, result.confusion)) == 35
+    low, high = result.accuracy_ci
+    assert low <= result.accuracy <= high and high - low > 0.05  # 35 faces: a wide interval
+    chance = sum(np.mean(truth == k) * np.mean(probs.argmax(axis=1) == k) for k in range(7))
+    assert result.kappa == pytest.approx((result.accuracy - chance) / (1 - chance))
     assert [c.support for c in result.per_class] == np.bincount(truth, minlength=7).tolist()
     assert ev.evaluate(csv, "Training", tiny_model).n == 21
 
@@ -81,6 +85,7 @@ def test_cli_json_and_plot_in_both_layouts(fer_data, tiny_model, tmp_path):
     assert from_csv["confusion"] == from_tree["confusion"]
     assert set(from_csv["per_class"]) == set(LABELS)
     assert set(from_csv["per_class"]["happiness"]) == {"precision", "recall", "f1", "support"}
+    assert {"accuracy_ci", "kappa", "macro_f1", "ece"} <= from_csv.keys()
 
 
 def test_cli_text_report(fer_data, tiny_model):
