@@ -56,7 +56,7 @@ log = logging.getLogger("bench")
 HERE = Path(__file__).resolve().parent
 # Every shipped classifier (the previous default among them: the speed rule of issue 10
 # compares against it), each timed in the same run as the default.
-OTHER_MODELS = tuple(HERE.parent / "models" / name for name in DEFAULT_MODELS)
+SHIPPED_MODELS = tuple(HERE.parent / "models" / name for name in DEFAULT_MODELS)
 CLASSIFY_FACES = 2048
 
 
@@ -162,7 +162,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements of one run; each small one ``--repeat`` times, interleaved, and the
     median kept (a shared virtual machine's second core comes and goes)."""
     cores, work, n = default_workers(), args.work, args.n
-    models = {model.stem: model for model in (*OTHER_MODELS, args.model)}
+    models = {model.stem: model for model in (*SHIPPED_MODELS, args.model)}
     results: dict[str, Any] = {"machine": machine(), "n": n, "large": args.large,
                                "repeat": args.repeat, "model": args.model.name, "runs": {},
                                "classifier": {}}

@@ -162,11 +162,6 @@ LITERATURE = [
 ]
 
 
-def describe_hardware(config: dict) -> str:
-    """The machine the run started on, as ``fit`` recorded it (runs from before it did say so)."""
-    return str(config.get("hardware") or "hardware not recorded by the run")
-
-
 def training_seconds(run: Path) -> list[float]:
     """Wall-clock seconds of each epoch (training plus validation), from epoch_seconds.csv."""
     path = run / "epoch_seconds.csv"
@@ -290,6 +285,7 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
     seconds = training_seconds(run)
     per_epoch = f", {np.mean(seconds):.0f} s per epoch" if seconds else ""
     batches = "augmented training" if config.get("recipe", {}).get("augment") else "training"
+    hardware = config.get("hardware") or "hardware not recorded by the run"  # fit records it
     with (run / "log.csv").open(newline="") as f:
         best = list(csv.DictReader(f))[int(meta["facevalue.best_epoch"]) - 1]
     start = ""
@@ -301,7 +297,7 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
                  f"{(sum(init_seconds) + sum(seconds)) / 60:.0f} min for the two): ")
     return ["## Training", "",
             f"{start}{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
-            f"{per_epoch} (training and validation) on {describe_hardware(config)}. The best "
+            f"{per_epoch} (training and validation) on {hardware}. The best "
             f"accuracy on {selection_name(config)} came at epoch {meta['facevalue.best_epoch']}, "
             f"and that checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} "
             f"batches, {float(best['val_accuracy']):.1%} on {selection_name(config)}.", "",
