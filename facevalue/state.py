@@ -4,8 +4,9 @@ scores only its new photos.
 The state of ``scores.parquet`` is ``.scores.facevalue-state/results.sqlite`` in the same
 folder. One SQLite database, two tables:
 
-- ``files``: a photo's path (relative to the photo folder), size and modification time ->
-  the sha256 of its bytes. An unchanged file is found here without being read again.
+- ``files``: a photo's path (relative to the photo folder), size, modification time,
+  change time and inode (``storage.FileKey``) -> the sha256 of its bytes. An unchanged
+  file is found here without being read again.
 - ``results``: (photo sha256, setup) -> what scoring found: status, error, faces in the
   photo, and each kept face's box, detector score and probabilities. ``setup`` hashes the
   model's sha256, the detector, the options that change results and the facevalue version,
@@ -36,7 +37,9 @@ from facevalue.storage import FileKey
 log = logging.getLogger(__name__)
 
 STATE_FILE = "results.sqlite"
-SCHEMA_VERSION = 1
+# Version 2 added ctime_ns and inode to ``files``; a version-1 database loses only that
+# table (its photos are scored again), its results stay.
+SCHEMA_VERSION = 2
 # Per face: x, y, w, h (original pixels), detector score, then the class probabilities, all
 # stored as float64, which holds the int32 boxes and float32 scores exactly.
 BOX_COLUMNS = 5
@@ -44,7 +47,7 @@ FACE_COLUMNS = BOX_COLUMNS + len(LABELS)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL) WITHOUT ROWID;
+    ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, sha256 TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
     sha256 TEXT NOT NULL, setup TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
     faces_in_photo INTEGER, faces BLOB NOT NULL,
@@ -53,7 +56,7 @@ CREATE TABLE IF NOT EXISTS results (
 LOOKUP = """
 SELECT r.status, r.error, r.faces_in_photo, r.faces, r.sha256 FROM files AS f
 JOIN results AS r ON r.sha256 = f.sha256 AND r.setup = ?
-WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ?
+WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ? AND f.ctime_ns = ? AND f.inode = ?
 """
 
 
@@ -120,8 +123,8 @@ class SavedResults:
     def lookup(self, key: FileKey) -> PhotoResult | None:
         """The saved result for this file under this setup, or None."""
         try:
-            row = self.db.execute(LOOKUP, (self.setup, key.path, key.size,
-                                           key.mtime_ns)).fetchone()
+            row = self.db.execute(LOOKUP, (self.setup, key.path, key.size, key.mtime_ns,
+                                           key.ctime_ns, key.inode)).fetchone()
         except sqlite3.DatabaseError as e:  # a damaged page, found only when read
             raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
                              "the folder to score every photo again") from e
@@ -137,8 +140,9 @@ class SavedResults:
         try:
             with self.db:
                 self.db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
-                    [(k.path, k.size, k.mtime_ns, r.sha256) for k, r in entries])
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                    [(k.path, k.size, k.mtime_ns, k.ctime_ns, k.inode, r.sha256)
+                     for k, r in entries])
                 self.db.executemany(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                     [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
@@ -174,8 +178,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         with db:
             db.execute("BEGIN EXCLUSIVE")  # take the lock now, not at the first save
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}, not {SCHEMA_VERSION}")
+            if version == 1:
+                db.execute("DROP TABLE files")
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)

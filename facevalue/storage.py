@@ -53,11 +53,20 @@ class ReadError(PhotoError):
 
 @dataclass(frozen=True)
 class FileKey:
-    """A photo file as last seen: its relative path (as written), size and modification time."""
+    """A photo file as last seen: what must all be unchanged for its saved result to be reused.
+
+    Size and modification time alone miss a same-size edit that keeps the mtime
+    (``exiftool -P``, ``cp -p``, ``rsync -t``). On a local disk the change time, which only
+    the kernel sets and every write moves, and the inode, which a file renamed over the
+    photo changes, close that gap. A bucket has neither (0 here): there the modification
+    time is the store's own upload time, which a client cannot set back.
+    """
 
     path: str
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    inode: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,13 +98,14 @@ class Location:
         return _read_fs(self.fs, self.path(relative), max_bytes)
 
     def key(self, relative: str) -> FileKey | None:
-        """The photo's size and modification time; None when they cannot be had."""
+        """The photo's FileKey; None when it cannot be had."""
         if self.fs is None:
             try:
                 info = os.stat(self.path(relative))
             except OSError:
                 return None
-            return FileKey(display_path(relative), info.st_size, info.st_mtime_ns)
+            return FileKey(display_path(relative), info.st_size, info.st_mtime_ns,
+                           info.st_ctime_ns, info.st_ino)
         try:
             found = self.fs.get_file_info(self.path(relative))
         except OSError:

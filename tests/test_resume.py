@@ -240,3 +240,65 @@ def test_state_deleted_mid_run_stops_it_before_any_output(photos: Path, tiny_mod
     assert list(out.parent.iterdir()) == []  # no table, no temp file
     summary = write_scores(photos, out, model=tiny_model, device="cpu")  # the same command
     assert summary.scored == summary.photos and out.exists()
+
+
+def test_a_photo_changed_in_place_with_the_same_size_and_mtime_is_scored_again(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 20, defect 1: ``exiftool -P`` or ``cp -p`` of a same-size file keeps size and
+    mtime; the change time (and, for a new file, the inode) still tells."""
+    import hashlib
+    import os
+
+    folder = tmp_path / "photos"
+    before = encode(portrait())
+    after = encode(cv2.flip(portrait(), 1))
+    size = max(len(before), len(after))  # bytes after a JPEG's end marker are ignored
+    before, after = before.ljust(size, b"\0"), after.ljust(size, b"\0")
+    photo = folder / "firm" / "p.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(before)
+    mtime = photo.stat().st_mtime_ns
+    out = tmp_path / "s.parquet"
+    score(folder, out, tiny_model)
+    with photo.open("r+b") as f:  # in place: the same inode
+        f.write(after)
+    os.utime(photo, ns=(mtime, mtime))
+    again = score(folder, out, tiny_model)
+    assert (again.scored, again.reused) == (1, 0)
+    assert pd.read_parquet(out)["photo_sha256"].tolist() == [hashlib.sha256(after).hexdigest()]
+    replaced = folder / "firm" / "new.jpg"  # a same-size copy renamed over it (rsync -t)
+    replaced.write_bytes(before)
+    os.utime(replaced, ns=(mtime, mtime))
+    replaced.replace(photo)
+    third = score(folder, out, tiny_model)
+    assert (third.scored, third.reused) == (1, 0)
+    assert pd.read_parquet(out)["photo_sha256"].tolist() == [hashlib.sha256(before).hexdigest()]
+    assert score(folder, out, tiny_model).reused == 1  # unchanged: still reused
+
+
+def test_a_version_1_state_keeps_its_results(tmp_path: Path) -> None:
+    """A database from before the change time and inode were keyed: its file keys go (those
+    photos are scored again), its results and the folder stay usable."""
+    import sqlite3
+
+    from facevalue.state import STATE_FILE
+
+    state_folder(tmp_path / "s.parquet").mkdir()
+    database = state_folder(tmp_path / "s.parquet") / STATE_FILE
+    with sqlite3.connect(database) as db:
+        db.executescript("""
+            CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL) WITHOUT ROWID;
+            CREATE TABLE results (sha256 TEXT NOT NULL, setup TEXT NOT NULL,
+                status TEXT NOT NULL, error TEXT, faces_in_photo INTEGER,
+                faces BLOB NOT NULL, PRIMARY KEY (sha256, setup)) WITHOUT ROWID;
+            INSERT INTO files VALUES ('a.jpg', 1, 1, 'ab');
+            INSERT INTO results VALUES ('ab', 'setup', 'no_face', NULL, 0, x'');
+            PRAGMA user_version = 1;""")
+    db.close()
+    key = FileKey("a.jpg", 1, 1, 2, 3)
+    with SavedResults(state_folder(tmp_path / "s.parquet"), "setup") as saved:
+        assert saved.lookup(key) is None
+        saved.save([(key, PhotoResult("no_face", None, 0, "ab"))])
+        found = saved.lookup(key)
+        assert found is not None and (found.status, found.sha256) == ("no_face", "ab")

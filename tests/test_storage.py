@@ -89,6 +89,10 @@ def test_keys_follow_size_and_mtime_on_both_backends(tmp_path: Path) -> None:
         assert location.key("a/gone.jpg") is None
     (tmp_path / "a" / "p.jpg").write_bytes(b"longer")
     assert local.key("a/p.jpg").size == 6
+    info = os.stat(tmp_path / "a" / "p.jpg")  # a disk also has the change time and inode
+    assert (local.key("a/p.jpg").ctime_ns, local.key("a/p.jpg").inode) == (info.st_ctime_ns,
+                                                                            info.st_ino)
+    assert (remote.key("a/p.jpg").ctime_ns, remote.key("a/p.jpg").inode) == (0, 0)
 
 
 def test_a_location_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
