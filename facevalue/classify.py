@@ -8,72 +8,27 @@ written into every output table names exactly the model that produced it.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from facevalue.contract import LABELS, Contract, ContractError, from_metadata
 from facevalue.defaults import DEFAULT_BATCH_SIZE
+from facevalue.errors import FacevalueError
+from facevalue.runtime import ORT_ERRORS, ModelSession, short
 
-log = logging.getLogger(__name__)
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 # The first of these found in the shipped models folder is the default classifier:
 # fvnet-int8 (fvnet quantised to int8, three times as fast with the same accuracy) corrected
 # for real photos (models/fvnet-photo.md, train/adapt.py).
 DEFAULT_MODELS = ("fvnet-photo.onnx", "fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx",
                   "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
-# 64 runs as fast as 256 with fvnet and holds half the onnxruntime buffers (bench/README.md).
-# onnxruntime's errors share no base class beyond Exception; these are the load failures.
-ORT_ERRORS = tuple(getattr(ort_state, name) for name in (
-    "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
-    "RuntimeException", "NotImplemented", "EPFail") if hasattr(ort_state, name))
 
 
-class ModelError(ValueError):
+class ModelError(FacevalueError, ValueError):
     """A model file that is missing, corrupt, modified, or lacks the facevalue contract."""
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot run the model."""
-
-
-def resolve_providers(device: str, available: list[str] | None = None) -> list[str]:
-    """onnxruntime providers for ``--device auto|cpu|cuda``, best first.
-
-    ``cuda`` raises DeviceError when onnxruntime offers no CUDA provider (the plain
-    ``onnxruntime`` wheel never does); ``auto`` takes CUDA when offered, with CPU behind it.
-    """
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    available = ort.get_available_providers() if available is None else available
-    if device == "cpu":
-        return [CPU]
-    if CUDA in available:
-        return [CUDA, CPU]
-    if device == "cuda":
-        raise DeviceError(f"--device cuda: onnxruntime offers no CUDA provider (it offers "
-                          f"{', '.join(available)}); `pip install onnxruntime-gpu`, which "
-                          "replaces `onnxruntime`, on a machine with CUDA and cuDNN")
-    return [CPU]
-
-
-def check_providers(used: list[str], device: str) -> None:
-    """Check the providers a session really got; onnxruntime may drop CUDA without failing."""
-    if device == "cuda" and CUDA not in used:
-        raise DeviceError("--device cuda: onnxruntime could not start CUDA (missing CUDA or "
-                          f"cuDNN libraries?) and would run on {', '.join(used)}")
-    if device == "auto":
-        log.info("device auto: running on %s", "CUDA" if CUDA in used else "CPU")
 
 
 def models_folders() -> list[Path]:
@@ -86,19 +41,6 @@ def shipped_file(name: str) -> Path:
     """A shipped model file by name: the first of ``models_folders`` that holds it."""
     folders = models_folders()
     return next((f / name for f in folders if (f / name).is_file()), folders[-1] / name)
-
-
-def open_model(path: Path, providers: list[str], threads: int | None,
-               error: type[Exception], what: str) -> tuple[ort.InferenceSession, bytes]:
-    """Read a model file and open a session on it; ``error`` says what failed, for ``what``."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise error(f"cannot read the {what} {path}: {e}") from e
-    try:
-        return new_session(data, providers, threads), data
-    except Exception as e:  # onnxruntime raises several private exception types
-        raise error(f"{path} is not a usable ONNX model: {e}") from e
 
 
 def default_model() -> Path:
@@ -142,8 +84,8 @@ def verify_checksum(path: Path, digest: str) -> None:
 class Classifier:
     """An ONNX emotion classifier with its contract, its sha256 and one session.
 
-    Picklable (for process pools and Ray): the session is rebuilt from the file on unpickling,
-    and the file must still have the same sha256.
+    Picklable (for process pools and Ray): its ``ModelSession`` is opened again from the
+    file on unpickling, and the file must still have the same sha256.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
@@ -152,19 +94,28 @@ class Classifier:
         self.device = device
         self.threads = threads
         self.checksum = checksum
-        self._load()
-
-    def _load(self) -> None:
-        data = _read_model(self.path)
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        if self.checksum:
-            verify_checksum(self.path, self.sha256)
-        self.session = _session(data, self.path, self.device, self.threads)
-        self.providers: list[str] = self.session.get_providers()
-        check_providers(self.providers, self.device)
+        self.model = ModelSession(self.path, device, threads, ModelError, "model",
+                                  verify_checksum if checksum else None)
         self.contract = _contract(self.session, self.path)
         self.input_name, self.output_name = _check_io(self.session, self.contract, self.path)
+        # a model exported with a batch dimension fixed at 1 runs one face at a time
+        self.most_faces = 1 if self.session.get_inputs()[0].shape[0] == 1 else None
         self._probe()
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session (``run`` it on ``to_input``'s tensors)."""
+        return self.model.session
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the model file the session was made from."""
+        return self.model.sha256
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session really runs on."""
+        return self.model.providers
 
     def _probe(self) -> None:
         """Refuse a model whose outputs are not probabilities, before it scores a photo.
@@ -182,7 +133,7 @@ class Classifier:
         try:
             probs = self.predict(crops)
         except (*ORT_ERRORS, ValueError) as e:
-            raise ModelError(f"{self.path}: fails on a probe batch ({_short(e)})") from e
+            raise ModelError(f"{self.path}: fails on a probe batch ({short(e)})") from e
         if not (np.isfinite(probs).all() and (probs >= -PROBE_TOLERANCE).all()
                 and (probs <= 1 + PROBE_TOLERANCE).all()
                 and np.allclose(probs.sum(axis=1), 1, atol=PROBE_TOLERANCE)):
@@ -201,6 +152,7 @@ class Classifier:
             return np.zeros((0, len(LABELS)), np.float32)
         inputs = to_input(faces, self.contract)
         run = self.session.run
+        batch_size = min(batch_size, self.most_faces or batch_size)
         parts = [run([self.output_name], {self.input_name: inputs[i:i + batch_size]})[0]
                  for i in range(0, len(inputs), batch_size)]
         probs = np.concatenate(parts).astype(np.float32, copy=False)
@@ -208,17 +160,6 @@ class Classifier:
             raise ModelError(f"{self.path}: output shape {probs.shape}, expected "
                              f"({len(faces)}, {len(LABELS)})")
         return probs
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "device": self.device, "threads": self.threads,
-                "checksum": self.checksum, "sha256": self.sha256}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        pickled = state.pop("sha256")
-        self.__dict__.update(state)
-        self._load()
-        if self.sha256 != pickled:
-            raise ModelError(f"{self.path} changed since the classifier was pickled")
 
 
 def model_card(classifier: Classifier) -> dict[str, str]:
@@ -271,41 +212,6 @@ PROBE_FACES = 4
 PROBE_TOLERANCE = 1e-3
 
 
-def _read_model(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read the model ({e.strerror or e})") from e
-
-
-def new_session(data: bytes, providers: list[str],
-                threads: int | None = None) -> ort.InferenceSession:
-    """The one place facevalue makes onnxruntime sessions (classifier, detector, face mesh).
-
-    ``threads`` caps intra-op threads (one inter-op thread: the graphs are sequential).
-    Raises onnxruntime's own errors; each caller words them for its model.
-    """
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(data, options, providers=providers)
-
-
-def _session(data: bytes, path: Path, device: str,
-             threads: int | None) -> ort.InferenceSession:
-    providers = resolve_providers(device)
-    try:
-        return new_session(data, providers, threads)
-    except UnicodeDecodeError as e:  # onnxruntime failed to decode its own error message
-        raise ModelError(f"{path}: not a usable ONNX model (a damaged file?)") from e
-    except ORT_ERRORS as e:
-        if device == "auto" and providers != [CPU]:
-            log.info("device auto: CUDA session failed (%s); trying CPU", _short(e))
-            return _session(data, path, "cpu", threads)
-        raise ModelError(f"{path}: not a usable ONNX model ({_short(e)})") from e
-
-
 def _contract(session: ort.InferenceSession, path: Path) -> Contract:
     try:
         return from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
@@ -321,9 +227,10 @@ def _check_io(session: ort.InferenceSession, contract: Contract, path: Path) -> 
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise ModelError(f"{path}: expected one 4-d image input, found "
                          f"{[(i.name, i.shape) for i in inputs]}")
+    batch = inputs[0].shape[0]
+    if isinstance(batch, int) and batch > 1:  # a photo may have any number of faces
+        raise ModelError(f"{path}: its batch dimension is fixed at {batch}; export it with a "
+                         "dynamic batch dimension (or 1, to classify one face at a time)")
     names = [o.name for o in outputs]
     return inputs[0].name, contract.output if contract.output in names else names[0]
 
-
-def _short(error: Exception) -> str:
-    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__

@@ -17,13 +17,24 @@ import click
 
 from facevalue import __version__
 from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEVICES, FACES_MODES
+from facevalue.errors import FacevalueError
 
 if TYPE_CHECKING:
     from facevalue.engine import Engine
     from facevalue.pipeline import Summary
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group, and the one place a user's error becomes a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FacevalueError as e:  # every error a user can cause and fix (errors.py)
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facevalue")
 def cli() -> None:
     """Emotion scores from photos of company executives, ready for a regression."""
@@ -93,18 +104,16 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
     """
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
-    from facevalue.pipeline import USER_ERRORS, write_scores
+    from facevalue.pipeline import write_scores
 
     arguments = click.get_current_context().params
     with _Progress(enabled=not quiet) as progress:
-        try:
-            summary = write_scores(photos, out, companies=companies, manifest=manifest,
-                                   model=model, device=device, faces=faces, geometry=geometry,
-                                   batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
-                                   threads=threads, progress=progress, arguments=arguments,
-                                   engine=_engine(engine, ray_address, workers, quiet))
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from e
+        summary = write_scores(photos, out, companies=companies, manifest=manifest,
+                               model=model, device=device, faces=faces, geometry=geometry,
+                               batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
+                               threads=threads, progress=progress, arguments=arguments,
+                               engine=_engine(engine, ray_address, workers, quiet))
+    _outputs_complete()
     if not quiet:
         _summarize(summary)
 
@@ -129,15 +138,12 @@ def _engine(engine: str, ray_address: str | None, workers: int | None, quiet: bo
 @device_option
 def info(model: str | None, device: str) -> None:
     """Show the model card, the onnxruntime providers and the library versions."""
-    from facevalue.classify import DeviceError, ModelError, load_classifier, model_card
+    from facevalue.classify import load_classifier, model_card
     from facevalue.pipeline import versions
 
     for name, version in versions().items():
         click.echo(f"{name}: {version}")
-    try:
-        card = model_card(load_classifier(model, device))
-    except (ModelError, DeviceError) as e:
-        raise click.ClickException(str(e)) from e
+    card = model_card(load_classifier(model, device))
     for key, value in card.items():
         click.echo(f"{key}: {value}")
 
@@ -194,13 +200,10 @@ def _summarize(summary: Summary) -> None:
 def report(scores: str, out: str, photos: str | None, companies: str | None,
            max_faces: int, max_review: int) -> None:
     """Write an HTML page to check a scoring run by eye: counts, faces, failures, plots."""
-    from facevalue.report import ReportError, build_report
+    from facevalue.report import build_report
 
-    try:
-        made = build_report(scores, out, photos=photos, companies=companies,
-                            max_faces=max_faces, max_review=max_review)
-    except ReportError as e:
-        raise click.ClickException(str(e)) from e
+    made = build_report(scores, out, photos=photos, companies=companies,
+                        max_faces=max_faces, max_review=max_review)
     click.echo(f"wrote {made.path} ({made.size / 1e6:.1f} MB): {made.photos} photos, "
                f"{made.faces} faces, {made.thumbnails} thumbnails")
 
@@ -227,22 +230,17 @@ def evaluate(data: str, labels: str | None, split: str, model: str | None, devic
 
     from facevalue import evaluate as ev
     from facevalue.contract import LABELS
-    from facevalue.fer2013 import DataError
-    from facevalue.pipeline import USER_ERRORS
 
     result: ev.Evaluation | ev.PhotoEvaluation
-    try:
-        if labels is None:
-            result = ev.evaluate(data, split=split, model=model, batch_size=batch_size,
-                                 device=device)
-        elif not Path(data).is_dir():
-            raise click.UsageError("with --labels, DATA is the folder of labelled photos")
-        else:
-            with _Progress(enabled=not as_json) as progress:
-                result = ev.evaluate_photos(data, labels, model=model, device=device,
-                                            batch_size=batch_size, progress=progress)
-    except (DataError, *USER_ERRORS) as e:
-        raise click.ClickException(str(e)) from e
+    if labels is None:
+        result = ev.evaluate(data, split=split, model=model, batch_size=batch_size,
+                             device=device)
+    elif not Path(data).is_dir():
+        raise click.UsageError("with --labels, DATA is the folder of labelled photos")
+    else:
+        with _Progress(enabled=not as_json) as progress:
+            result = ev.evaluate_photos(data, labels, model=model, device=device,
+                                        batch_size=batch_size, progress=progress)
     if plot:
         from facevalue.plots import plot_confusion
 
@@ -280,8 +278,35 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (temp files go)."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
+# The signals main()'s handlers received: a signal during the import of a C extension
+# (numpy, OpenCV, in the first ~0.6 s) surfaces as ImportError, not as KeyboardInterrupt.
+_received: list[int] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _outputs_complete() -> None:
+    """Let a run whose tables are written finish with 0 whatever signal comes now.
+
+    Only main()'s handlers are replaced (a CliRunner test keeps the test runner's). Ignoring
+    is what survives interpreter shutdown, which restores the default action (death by the
+    signal, with no message) for any Python handler.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is _on_signal:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _stopped(signum: int) -> None:
+    """Say why the command stopped, and exit with 128 + the signal's number."""
+    terminated = signum == signal.SIGTERM
+    click.echo(f"facevalue: {'terminated' if terminated else 'interrupted'}; no output "
+               "file was left half-written (facevalue score keeps the photos it scored: "
+               "run it again to continue)", err=True)
+    sys.exit(128 + signum)
 
 
 def main() -> None:
@@ -290,16 +315,17 @@ def main() -> None:
     Click's own handling turns Ctrl-C into "Aborted!" and exit code 1; shells and job
     schedulers expect 128 + the signal's number.
     """
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         code = cli.main(standalone_mode=False)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.Abort as e:
-        terminated = isinstance(e.__cause__, Terminated)
-        click.echo(f"facevalue: {'terminated' if terminated else 'interrupted'}; no output "
-                   "file was left half-written (facevalue score keeps the photos it scored: "
-                   "run it again to continue)", err=True)
-        sys.exit(143 if terminated else 130)
+    except click.Abort:
+        _stopped(_received[-1] if _received else signal.SIGINT)
+    except ImportError:
+        if not _received:
+            raise
+        _stopped(_received[-1])
     sys.exit(code if isinstance(code, int) else 0)

@@ -5,6 +5,7 @@ Discovery, decoding, detection and the job each decide some statuses; the schema
 """
 
 from facevalue.contract import LABELS
+from facevalue.errors import FacevalueError
 
 OK = "ok"  # scored: at least one face found and classified
 NO_FACE = "no_face"  # decoded, but the detector found no face
@@ -37,7 +38,7 @@ RESERVED = frozenset({*PHOTO, *RESULT, *BOX, FACE_SCORE, EMOTION, *GEOMETRY, PHO
                       *COUNTS, *SCORES, *GEOMETRY_COUNTS, *GEOMETRY_SCORES, *LABELS})
 
 
-class PhotoError(ValueError):
+class PhotoError(FacevalueError, ValueError):
     """One photo that cannot be scored; ``status`` is its row's status. The run goes on."""
 
     def __init__(self, status: str, message: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from facevalue.errors import FacevalueError
+
 # FER2013's label order; the output columns of every facevalue table use these names.
 LABELS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 
@@ -25,7 +27,7 @@ REQUIRED_KEYS = (
 )
 
 
-class ContractError(ValueError):
+class ContractError(FacevalueError, ValueError):
     """Raised when a model file does not carry a usable facevalue contract."""
 
 

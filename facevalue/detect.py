@@ -12,18 +12,18 @@ portraits, not for large group photos.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from facevalue.classify import open_model, shipped_file
+from facevalue.classify import shipped_file
+from facevalue.errors import FacevalueError
+from facevalue.runtime import ModelSession
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ KEYPOINTS = 6
 COLOR_MODES = ("grayscale", "rgb")
 
 
-class DetectorError(ValueError):
+class DetectorError(FacevalueError, ValueError):
     """Raised for a missing, corrupt or unexpected detector model file."""
 
 
@@ -259,12 +259,12 @@ def check_image(image: np.ndarray) -> None:
 class FaceDetector:
     """BlazeFace short range on one onnxruntime session, reused for every photo.
 
-    Picklable: the session is rebuilt from the model path on unpickling, so process pools and
-    Ray can ship a detector to their workers.
+    Picklable: its ``ModelSession`` is opened again from the model file on unpickling, so
+    process pools and Ray can ship a detector to their workers.
     """
 
     def __init__(self, path: Path | None = None, min_score: float = DEFAULT_MIN_SCORE,
-                 providers: list[str] | None = None, threads: int | None = None,
+                 device: str = "cpu", threads: int | None = None,
                  nms_iou: float = DEFAULT_NMS_IOU, zoom_out: float = ZOOM_OUT_MARGIN,
                  tiles: bool = True) -> None:
         self.path = Path(path) if path is not None else default_model_path()
@@ -272,30 +272,14 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self.zoom_out = zoom_out
         self.tiles = tiles
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self.threads = threads
-        self._open()
-
-    def _open(self) -> None:
-        """Create the session and check the model is the BlazeFace layout this code decodes."""
-        self._session, data = open_model(self.path, self.providers, self.threads,
-                                         DetectorError, "face detector")
-        shapes = {o.name: o.shape for o in self._session.get_outputs()}
+        self.model = ModelSession(self.path, device, threads, DetectorError, "face detector")
+        shapes = {o.name: o.shape for o in self.model.session.get_outputs()}
         expected = {"regressors": [1, 896, 16], "classificators": [1, 896, 1]}
-        if shapes != expected or self._session.get_inputs()[0].shape != [1, 128, 128, 3]:
+        if shapes != expected or self.model.session.get_inputs()[0].shape != [1, 128, 128, 3]:
             raise DetectorError(f"{self.path} is not BlazeFace short range (outputs {shapes})")
-        self._input = self._session.get_inputs()[0].name
+        self._input = self.model.session.get_inputs()[0].name
         self._anchors = ssd_anchors()
-        self.name = f"blazeface-short-range@{hashlib.sha256(data).hexdigest()[:12]}"
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "min_score": self.min_score, "nms_iou": self.nms_iou,
-                "zoom_out": self.zoom_out, "tiles": self.tiles,
-                "providers": self.providers, "threads": self.threads}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open()
+        self.name = f"blazeface-short-range@{self.model.sha256[:12]}"
 
     def __repr__(self) -> str:
         return f"FaceDetector({self.name}, min_score={self.min_score})"
@@ -322,7 +306,7 @@ class FaceDetector:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """One pass of the model: boxes (x0, y0, x1, y1 in image pixels) over min_score."""
         tensor, scale, (left, top) = letterbox(image, margin)
-        regressors, logits = self._session.run(None, {self._input: tensor})
+        regressors, logits = self.model.session.run(None, {self._input: tensor})
         scores = 0.5 + 0.5 * np.tanh(logits[0, :, 0] / 2)  # sigmoid without exp overflow
         keep = scores >= self.min_score
         points = decode_boxes(regressors[0][keep], self._anchors[keep])

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from facevalue.columns import MISSING, RESERVED, UNLISTED
+from facevalue.errors import FacevalueError
 from facevalue.storage import SUFFIXES, Location, display_path, open_location
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,11 @@ log = logging.getLogger(__name__)
 ESCAPE_OR_BACKSLASH = re.compile(r"\\x[0-9a-fA-F]{2}|\\")
 
 
-class ManifestError(ValueError):
+class ManifestError(FacevalueError, ValueError):
     """Raised for a manifest that cannot be used; the message names the file and rows."""
 
 
-class NoPhotosError(ValueError):
+class NoPhotosError(FacevalueError, ValueError):
     """Raised when a photo folder holds nothing to score (a wrong folder, most likely)."""
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from facevalue.classify import Classifier, load_classifier, resolve_providers
+from facevalue.classify import Classifier, load_classifier
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
+from facevalue.errors import FacevalueError
 from facevalue.faces import Options
 from facevalue.geometry import FaceMesh
 from facevalue.state import PhotoResult
@@ -27,7 +28,7 @@ from facevalue.storage import Location
 STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
 
 
-class EngineError(RuntimeError):
+class EngineError(FacevalueError, RuntimeError):
     """An engine that cannot run: Ray missing or unreachable."""
 
 
@@ -93,9 +94,8 @@ def load_models(model: str | Path | None, device: str, threads: int,
                 geometry: bool) -> Models:
     """The classifier, the detector and (with geometry) the face mesh, on ``device``."""
     classifier = load_classifier(model, device, threads)
-    providers = resolve_providers(device)
-    detector = FaceDetector(providers=providers, threads=threads)
-    mesh = FaceMesh(providers=providers, threads=threads) if geometry else None
+    detector = FaceDetector(device=device, threads=threads)
+    mesh = FaceMesh(device=device, threads=threads) if geometry else None
     return Models(classifier, detector, mesh)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from facevalue.contract import LABELS
+from facevalue.errors import FacevalueError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ FOLDER_SPLITS = {"train": "Training", "test": "PublicTest"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
-class DataError(ValueError):
+class DataError(FacevalueError, ValueError):
     """Raised for a malformed data set; the message names the file and row."""
 
 

@@ -18,18 +18,18 @@ keep: near-frontal, large and sharp enough, and surely a face.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from facevalue.classify import open_model, shipped_file
+from facevalue.classify import shipped_file
 from facevalue.columns import GEOMETRY
 from facevalue.detect import Box, square_transform
+from facevalue.errors import FacevalueError
+from facevalue.runtime import ModelSession
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ MIN_SHARPNESS = 10.0  # variance of the Laplacian of the 192 px gray face
 MIN_LANDMARK_SCORE = 0.5
 
 
-class LandmarkError(ValueError):
+class LandmarkError(FacevalueError, ValueError):
     """Raised for a missing, corrupt or unexpected landmark model file."""
 
 
@@ -79,28 +79,15 @@ def mesh_crop(image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
 class FaceMesh:
     """The face-mesh landmark model on one onnxruntime session; picklable like the detector."""
 
-    def __init__(self, path: Path | None = None, providers: list[str] | None = None,
+    def __init__(self, path: Path | None = None, device: str = "cpu",
                  threads: int | None = None) -> None:
         self.path = Path(path) if path is not None else default_model_path()
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self.threads = threads
-        self._open()
-
-    def _open(self) -> None:
-        self._session, data = open_model(self.path, self.providers, self.threads,
-                                         LandmarkError, "face mesh")
-        outputs = {o.name: o.shape[1:] for o in self._session.get_outputs()}
+        self.model = ModelSession(self.path, device, threads, LandmarkError, "face mesh")
+        outputs = {o.name: o.shape[1:] for o in self.model.session.get_outputs()}
         if outputs != {"landmarks": [1, 1, 3 * POINTS], "presence": [1, 1, 1]}:
             raise LandmarkError(f"{self.path} is not the face mesh (outputs {outputs})")
-        self._input = self._session.get_inputs()[0].name
-        self.name = f"face-mesh@{hashlib.sha256(data).hexdigest()[:12]}"
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "providers": self.providers, "threads": self.threads}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open()
+        self._input = self.model.session.get_inputs()[0].name
+        self.name = f"face-mesh@{self.model.sha256[:12]}"
 
     def landmarks(self, crops: np.ndarray, batch_size: int = 64
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +95,7 @@ class FaceMesh:
         points, scores = [], []
         for i in range(0, len(crops), batch_size):
             x = crops[i:i + batch_size].astype(np.float32) / 255.0
-            found, presence = self._session.run(None, {self._input: x})
+            found, presence = self.model.session.run(None, {self._input: x})
             points.append(found.reshape(-1, POINTS, 3))
             scores.append(0.5 + 0.5 * np.tanh(presence.reshape(-1) / 2))  # sigmoid
         if not points:

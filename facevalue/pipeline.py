@@ -33,17 +33,16 @@ import pandas as pd
 import pyarrow as pa
 
 from facevalue import __version__, aggregate, discover, storage, write
-from facevalue.classify import DeviceError, ModelError
 from facevalue.columns import ERROR, GEOMETRY
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PIXELS
-from facevalue.detect import ALIGN, CROP_SCALE, CROP_SHIFT, DetectorError
-from facevalue.discover import ManifestError, NoPhotosError, Photo
-from facevalue.engine import Engine, EngineError, Models, RunStats, Work
+from facevalue.detect import ALIGN, CROP_SCALE, CROP_SHIFT
+from facevalue.discover import Photo
+from facevalue.engine import Engine, Models, RunStats, Work
 from facevalue.faces import DETECT_SIDE, MIN_CROP_SIDE, Options
 from facevalue.local import LocalEngine
 from facevalue.rows import result_rows
-from facevalue.state import FACE_COLUMNS, PhotoResult, SavedResults, StateError, state_folder
+from facevalue.state import FACE_COLUMNS, PhotoResult, SavedResults, state_folder
 from facevalue.storage import FileKey, Location
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,6 @@ log = logging.getLogger(__name__)
 # Rows are buffered into Parquet row groups of about this many rows: large enough for readers,
 # small enough to keep memory flat (a few MB).
 ROW_GROUP_ROWS = 4096
-# Errors that are the user's to fix (a bad model, manifest, location or device, a locked or
-# damaged state, an engine that cannot run); the CLI shows the message.
-USER_ERRORS = (ModelError, DeviceError, ManifestError, DetectorError, StateError, NoPhotosError,
-               write.OutputError, storage.LocationError, EngineError)
 
 
 class Scores(NamedTuple):

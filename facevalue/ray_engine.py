@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from facevalue.classify import Classifier, DeviceError, resolve_providers
+from facevalue.classify import Classifier
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
@@ -40,6 +40,7 @@ from facevalue.engine import EngineError, Models, RunStats, Work, load_models
 from facevalue.faces import Options, PhotoFaces, find_faces
 from facevalue.geometry import FaceMesh
 from facevalue.rows import classify_results
+from facevalue.runtime import DeviceError
 from facevalue.state import PhotoResult
 from facevalue.storage import Location
 
@@ -229,9 +230,9 @@ def from_records(batch: pa.Table) -> list[Photo]:
 class FindFaces:
     """Ray Data actor: photo records -> decoded, detected and cropped photos (pickled)."""
 
-    def __init__(self, job: Job, providers: list[str] | None = None) -> None:
+    def __init__(self, job: Job, device: str = "cpu") -> None:
         self.job = job
-        self.detector = FaceDetector(job.detector.local_file(), providers=providers,
+        self.detector = FaceDetector(job.detector.local_file(), device=device,
                                      threads=job.threads)
 
     def find(self, batch: pa.Table) -> list[PhotoFaces]:
@@ -251,7 +252,7 @@ class ClassifyFaces:
         self.job = job
         self.classifier = Classifier(job.classifier.local_file(), job.device, job.threads)
         self.mesh = None if job.mesh is None else FaceMesh(
-            job.mesh.local_file(), resolve_providers(job.device), job.threads)
+            job.mesh.local_file(), job.device, job.threads)
 
     def results(self, items: list[PhotoFaces]) -> pa.Table:
         """The photos' results (pickled), made as the local engine makes them."""
@@ -267,7 +268,7 @@ class ScorePhotos:
     """Ray Data actor for CPU clusters: finds and classifies in one process, no crops shipped."""
 
     def __init__(self, job: Job) -> None:
-        self.find = FindFaces(job, resolve_providers(job.device))
+        self.find = FindFaces(job, job.device)
         self.classify = ClassifyFaces(job)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -29,6 +29,7 @@ from facevalue import __version__, aggregate, decode, geometry, storage, write
 from facevalue.columns import RESERVED, PhotoError
 from facevalue.contract import LABELS
 from facevalue.detect import Box
+from facevalue.errors import FacevalueError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ BOX_BGR = (70, 200, 70)  # the main face: green
 OTHER_BOX_BGR = (255, 160, 40)  # the other faces: blue
 
 
-class ReportError(ValueError):
+class ReportError(FacevalueError, ValueError):
     """Raised when a report cannot be made (unreadable scores, missing [report] extra)."""
 
 

@@ -32,6 +32,7 @@ from types import TracebackType
 import numpy as np
 
 from facevalue.contract import LABELS
+from facevalue.errors import FacevalueError
 from facevalue.storage import FileKey
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ? AND f.ctime_ns = ? AND f.inod
 """
 
 
-class StateError(RuntimeError):
+class StateError(FacevalueError, RuntimeError):
     """The saved state cannot be used: another run holds it, or it is damaged."""
 
 

@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
+from facevalue.errors import FacevalueError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_MAX_BYTES = 512 * 2**20
 
 
-class LocationError(ValueError):
+class LocationError(FacevalueError, ValueError):
     """A photo folder or output location that cannot be opened or listed."""
 
 
@@ -238,7 +239,7 @@ def read_local(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         info = os.stat(path)
     except OSError as e:
         raise ReadError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
-    _check_file(stat.S_ISREG(info.st_mode), _file_kind(info.st_mode), info.st_size, max_bytes)
+    _check_file(stat.S_ISREG(info.st_mode), file_kind(info.st_mode), info.st_size, max_bytes)
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # the file may have grown since the stat
@@ -278,7 +279,8 @@ def _check_data(data: bytes, max_bytes: int) -> bytes:
     return data
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages ("a FIFO"); also runtime's."""
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device")):

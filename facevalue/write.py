@@ -38,6 +38,7 @@ from facevalue.columns import (
     SCORES,
 )
 from facevalue.contract import LABELS
+from facevalue.errors import FacevalueError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = 
     return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
 
 
-class OutputError(ValueError):
+class OutputError(FacevalueError, ValueError):
     """Raised before any work for output paths that cannot be what the user meant."""
 
 

@@ -1,33 +1,27 @@
-"""The classifier: contract, checksums, providers, batching and pickling."""
+"""The classifier: contract, checksums, batching and pickling (sessions: test_runtime.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import pickle
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from conftest import build_tiny_model, tiny_contract
 
 from facevalue import classify
 from facevalue.classify import (
-    CPU,
-    CUDA,
     Classifier,
-    DeviceError,
     ModelError,
-    check_providers,
     default_model,
     load_classifier,
     model_card,
-    resolve_providers,
     to_input,
     verify_checksum,
 )
 from facevalue.contract import LABELS
+from facevalue.runtime import CPU
 
 
 def faces(n: int, seed: int = 0) -> np.ndarray:
@@ -150,80 +144,6 @@ def test_shipped_model_folders_cover_wheel_and_checkout() -> None:
     assert folders[1] == Path(classify.__file__).resolve().parents[1] / "models"
 
 
-@pytest.mark.parametrize(("device", "available", "expected"), [
-    ("cpu", [CUDA, CPU], [CPU]),
-    ("auto", [CUDA, CPU], [CUDA, CPU]),
-    ("auto", ["AzureExecutionProvider", CPU], [CPU]),
-    ("cuda", [CUDA, CPU], [CUDA, CPU]),
-])
-def test_resolve_providers(device: str, available: list[str], expected: list[str]) -> None:
-    assert resolve_providers(device, available) == expected
-
-
-def test_cuda_without_a_cuda_provider_fails_clearly() -> None:
-    with pytest.raises(DeviceError, match="pip install onnxruntime-gpu"):
-        resolve_providers("cuda", [CPU])
-    with pytest.raises(DeviceError, match="unknown device"):
-        resolve_providers("tpu", [CPU])
-
-
-def test_available_providers_are_asked_from_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    assert resolve_providers("auto") == [CUDA, CPU]
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
-    assert resolve_providers("auto") == [CPU]
-
-
-def test_providers_really_used_are_checked(caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(DeviceError, match="could not start CUDA"):
-        check_providers([CPU], "cuda")
-    check_providers([CUDA, CPU], "cuda")
-    with caplog.at_level(logging.INFO, logger="facevalue"):
-        check_providers([CPU], "auto")
-        check_providers([CUDA, CPU], "auto")
-    assert "running on CPU" in caplog.text and "running on CUDA" in caplog.text
-
-
-class SilentCpuSession(ort.InferenceSession):
-    """A session that accepts CUDA in its providers but runs on the CPU, as onnxruntime does
-    when CUDA libraries are missing; records what it was asked for."""
-
-    requested: list[list[str]] = []
-
-    def __init__(self, model: bytes, options: ort.SessionOptions, providers: list[str]) -> None:
-        SilentCpuSession.requested.append(list(providers))
-        super().__init__(model, options, providers=[CPU])
-
-
-def test_silent_cpu_fallback_is_caught(monkeypatch: pytest.MonkeyPatch, tiny_model: Path,
-                                       caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    monkeypatch.setattr(classify.ort, "InferenceSession", SilentCpuSession)
-    SilentCpuSession.requested.clear()
-    with pytest.raises(DeviceError, match="could not start CUDA"):
-        Classifier(tiny_model, device="cuda")
-    with caplog.at_level(logging.INFO, logger="facevalue"):
-        model = Classifier(tiny_model, device="auto")
-    assert model.providers == [CPU] and "running on CPU" in caplog.text
-    assert SilentCpuSession.requested == [[CUDA, CPU], [CUDA, CPU]]
-
-
-def test_thread_count_reaches_the_session(monkeypatch: pytest.MonkeyPatch,
-                                          tiny_model: Path) -> None:
-    seen = []
-
-    class Recording(ort.InferenceSession):
-        def __init__(self, model: bytes, options: ort.SessionOptions,
-                     providers: list[str]) -> None:
-            seen.append(options.intra_op_num_threads)
-            super().__init__(model, options, providers=providers)
-
-    monkeypatch.setattr(classify.ort, "InferenceSession", Recording)
-    Classifier(tiny_model, device="cpu", threads=1)
-    Classifier(tiny_model, device="cpu")
-    assert seen == [1, 0]  # 0: onnxruntime's default, all cores
-
-
 def test_classifier_pickles(tiny_model: Path, tmp_path: Path) -> None:
     model = Classifier(tiny_model, device="cpu", threads=1)
     copy = pickle.loads(pickle.dumps(model))
@@ -306,3 +226,24 @@ def test_a_model_with_flipped_bytes_is_refused_with_a_message(tmp_path: Path,
             refused += 1
     # every damaged copy either still works (a byte of weights) or is refused as ModelError
     assert refused > 0
+
+
+def _fixed_batch(tiny_model: Path, path: Path, batch: int) -> Path:
+    """The tiny model with its batch dimension fixed at ``batch`` (as some exporters do)."""
+    import onnx
+
+    model = onnx.load(tiny_model)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, path)
+    return path
+
+
+def test_a_fixed_batch_dimension_is_refused_at_load_or_run_face_by_face(
+        tmp_path: Path, tiny_model: Path) -> None:
+    with pytest.raises(ModelError, match="batch dimension is fixed at 4"):
+        Classifier(_fixed_batch(tiny_model, tmp_path / "b4.onnx", 4), device="cpu")
+    one = Classifier(_fixed_batch(tiny_model, tmp_path / "b1.onnx", 1), device="cpu")
+    crops = faces(5)
+    assert np.allclose(one.predict(crops), Classifier(tiny_model, device="cpu").predict(crops),
+                       atol=1e-6)

@@ -1,5 +1,6 @@
 """Every refusal of ``facevalue score``: one line saying what to do, a distinct exit code, no
-traceback, and nothing written that looks like an output.
+traceback, and nothing written that looks like an output. And every ``FacevalueError``
+subclass, raised under any command, ends as one line with exit code 1.
 
 Each case builds its own trap in ``tmp_path`` and returns the command's extra arguments; the
 photos are the sample portraits unless the case says otherwise.
@@ -16,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import build_tiny_model
 from images import SAMPLE_PHOTOS
-from test_classify import _rewired, _Tensor
+from test_classify import _fixed_batch, _rewired, _Tensor
 
 from facevalue.cli import cli
+from facevalue.errors import FacevalueError
 from facevalue.state import SavedResults, state_folder
 
 Setup = Callable[[Path, Path, ExitStack], list[str]]
@@ -81,6 +83,15 @@ def ray_unreachable(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
             "127.0.0.1:9"]
 
 
+def mesh_missing(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
+    from unittest import mock
+
+    from facevalue import geometry
+
+    stack.enter_context(mock.patch.object(geometry, "MODEL_FILE", "no-such-mesh.onnx"))
+    return [str(SAMPLE_PHOTOS), *out_args(tmp_path), "--geometry"]
+
+
 def args(*extra: str, photos: str = str(SAMPLE_PHOTOS)) -> Setup:
     def setup(tmp_path: Path, model: Path, stack: ExitStack) -> list[str]:
         filled = [a.replace("TMP", str(tmp_path)) for a in extra]
@@ -115,6 +126,10 @@ CASES: dict[str, tuple[Setup, int, str]] = {
     "model gives NaN": (model_file(lambda t, m: _rewired(
         m, t / "n.onnx", "Mul", [_Tensor("nan", np.array([np.nan], np.float32))])), 1,
                         "not probabilities"),
+    "model is /dev/zero": (args("--model", "/dev/zero"), 1, "not a regular file"),
+    "model with a fixed batch of 4": (model_file(lambda t, m: _fixed_batch(m, t / "b.onnx", 4)),
+                                      1, "batch dimension is fixed at 4"),
+    "face mesh cannot load": (mesh_missing, 1, "cannot read the face mesh"),
     "cuda without CUDA": (args("--device", "cuda"), 1, "onnxruntime offers no CUDA provider"),
     "state locked by another run": (state_locked, 1, "another facevalue run is writing"),
     "state damaged": (state_damaged, 1, "delete the folder"),
@@ -149,3 +164,62 @@ def test_score_refuses_with_one_line(case: str, tmp_path: Path, tiny_model: Path
     assert len(lines) == 1, result.output
     written = [p for p in tmp_path.rglob("*") if p.suffix in (".parquet", ".tmp")]
     assert written == [], written
+
+
+def _import_every_module() -> None:
+    """Import all of facevalue, so every error class it defines is known."""
+    import importlib
+    import pkgutil
+
+    import facevalue
+
+    for info in pkgutil.walk_packages(facevalue.__path__, "facevalue."):
+        if not info.name.endswith("__main__"):  # it runs the command line
+            importlib.import_module(info.name)
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))}
+
+
+_import_every_module()
+ERRORS = sorted(_subclasses(FacevalueError) - {FacevalueError},
+                key=lambda c: f"{c.__module__}.{c.__qualname__}")
+# each command, and the library call inside it that the test makes fail
+COMMANDS = {
+    "score": ("facevalue.pipeline.write_scores", ["score", "PHOTOS", "--out", "TMP/s.parquet"]),
+    "report": ("facevalue.report.build_report", ["report", "FILE", "--out", "TMP/r.html"]),
+    "evaluate": ("facevalue.evaluate.evaluate", ["evaluate", "FILE"]),
+    "info": ("facevalue.classify.load_classifier", ["info"]),
+}
+
+
+def test_every_error_class_is_known() -> None:
+    names = {c.__name__ for c in ERRORS}
+    assert {"ModelError", "DeviceError", "LandmarkError", "PhotoError", "ReportError"} <= names
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("error", ERRORS, ids=lambda c: c.__name__)
+def test_every_user_error_is_one_line_and_exit_code_1(
+        error: type[FacevalueError], command: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new FacevalueError subclass, raised anywhere under any command, cannot leak as a
+    traceback: the CLI catches the base once."""
+    message = f"{error.__name__}: what went wrong, and what to do"
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raised = error.__new__(error)
+        Exception.__init__(raised, message)  # whatever the class's own arguments
+        raise raised
+
+    target, argv = COMMANDS[command]
+    monkeypatch.setattr(target, fail)
+    (tmp_path / "file").write_bytes(b"")
+    filled = [a.replace("TMP", str(tmp_path)).replace("PHOTOS", str(SAMPLE_PHOTOS))
+              .replace("FILE", str(tmp_path / "file")) for a in argv]
+    result = CliRunner().invoke(cli, filled)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.output.splitlines()[-1] == f"Error: {message}"
+    assert "Traceback" not in result.output

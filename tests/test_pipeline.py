@@ -34,7 +34,7 @@ def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(providers=["CPUExecutionProvider"], threads=1)
+    return FaceDetector(device="cpu", threads=1)
 
 
 def test_sample_data_end_to_end(tmp_path: Path, tiny_model: Path) -> None:

@@ -37,7 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from facevalue import fer2013
-from facevalue.classify import Classifier, new_session, to_input
+from facevalue.classify import Classifier, to_input
 from facevalue.contract import LABELS, Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import discover
@@ -50,6 +50,7 @@ from facevalue.evaluate import (
     to_crops,
 )
 from facevalue.faces import Options, find_faces
+from facevalue.runtime import new_session
 from train import calibrate
 from train.modelfile import derived_metadata, record_checksum, write_atomic
 
