@@ -28,9 +28,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
+from facevalue.columns import ALL, OK
 from facevalue.contract import LABELS
 from facevalue.errors import FacevalueError
 from facevalue.storage import FileKey
@@ -106,8 +108,7 @@ class SavedResults:
                                  f"{self.folder} is locked); wait for it to finish") from e
             raise StateError(f"{self.folder}: cannot open the saved results ({e})") from e
         except sqlite3.DatabaseError as e:
-            raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
-                             "the folder to score every photo again") from e
+            raise self._damaged(e) from e
         self._identity = _identity(self.folder / STATE_FILE)
 
     def check(self) -> None:
@@ -127,13 +128,28 @@ class SavedResults:
             row = self.db.execute(LOOKUP, (self.setup, key.path, key.size, key.mtime_ns,
                                            key.ctime_ns, key.inode)).fetchone()
         except sqlite3.DatabaseError as e:  # a damaged page, found only when read
-            raise StateError(f"{self.folder}: the saved results are damaged ({e}); delete "
-                             "the folder to score every photo again") from e
-        if row is None:
-            return None
+            raise self._damaged(e) from e
+        return None if row is None else self._result(row)
+
+    def _result(self, row: tuple[Any, ...]) -> PhotoResult:
+        """A saved row as a PhotoResult, checked first.
+
+        SQLite hands back any row it can read, also one this code never wrote (a flipped bit
+        in a page whose checksum SQLite does not keep, an edit by hand); unchecked, that
+        stops the run later in numpy or Arrow with no hint of the cure.
+        """
         status, error, faces_in_photo, faces, sha256 = row
+        if not (status in ALL and isinstance(error, str | None) and isinstance(sha256, str)
+                and isinstance(faces_in_photo, int | None) and isinstance(faces, bytes)
+                and len(faces) % (8 * self.columns) == 0 and bool(faces) == (status == OK)):
+            raise self._damaged(f"a saved row reads status={status!r}, "
+                                f"faces_in_photo={faces_in_photo!r}, {len(faces)} bytes of faces")
         return PhotoResult(status, error, faces_in_photo, sha256,
                            np.frombuffer(faces, np.float64).reshape(-1, self.columns))
+
+    def _damaged(self, cause: object) -> StateError:
+        return StateError(f"{self.folder}: the saved results are damaged ({cause}); delete "
+                          "the folder to score every photo again")
 
     def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
         """Save scored photos in one transaction (all or none survive a crash)."""

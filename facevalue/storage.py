@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import uuid
 from contextlib import suppress
@@ -42,6 +43,8 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # No photo worth scoring is this large (a 100-megapixel TIFF, uncompressed, is 300 MB); the
 # limit stops a link to a device or a sparse file from being read into memory.
 DEFAULT_MAX_BYTES = 512 * 2**20
+# One escaped byte of a path as display_path writes it.
+ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
 class LocationError(FacevalueError, ValueError):
@@ -91,6 +94,21 @@ class Location:
     def list_photos(self) -> list[str]:
         """Image files under the folder as sorted posix paths relative to it."""
         return _list_local(Path(self.root)) if self.fs is None else _list_fs(self.fs, self.root)
+
+    def real_paths(self, relatives: list[str]) -> list[str]:
+        """Where each relative path leads once its folders' links are resolved, so the two
+        names of one photo (``ACME/x.jpg`` through ``ACME -> zeta``, and ``zeta/x.jpg``)
+        meet. A bucket has no links: each path is its own."""
+        if self.fs is not None:
+            return list(relatives)
+        folders: dict[str, str] = {}  # one realpath per folder, not per photo
+        real = []
+        for relative in relatives:
+            folder, _, name = relative.rpartition("/")
+            if folder not in folders:
+                folders[folder] = os.path.realpath(os.path.join(self.root, folder))
+            real.append(os.path.join(folders[folder], name))
+        return real
 
     def read(self, relative: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """A photo's bytes; an unreadable, special, empty or oversized file raises ReadError."""
@@ -161,19 +179,27 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def display_path(path: str) -> str:
-    """A path as the tables write it: bytes of a non-UTF-8 name as ``\\xNN`` escapes.
+    """A path as the tables write it: bytes of a non-UTF-8 name, and backslashes, as ``\\xNN``.
 
     File names are bytes on Linux; Python keeps undecodable ones as surrogates, which
-    Parquet, SQLite and CSV cannot store. ``caf\\xe9.jpg`` names a Latin-1 ``café.jpg``;
-    a manifest can list it in that form.
+    Parquet, SQLite and CSV cannot store. ``caf\\xe9.jpg`` names a Latin-1 ``café.jpg``; a
+    backslash is written ``\\x5c``, so a file literally named ``caf\\xe9.jpg`` is
+    ``caf\\x5cxe9.jpg`` and no two files share a path (``fs_path`` reverses it). A
+    manifest can list a file in this form.
     """
-    if path.isascii():
+    if path.isascii() and "\\" not in path:
         return path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
+    return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+
+
+def fs_path(shown: str) -> str:
+    """The file-system name of a path as ``display_path`` writes it (its inverse)."""
+    if "\\" not in shown:
+        return shown
+    parts = ESCAPE.split(shown)  # text, hex digits, text, ...
+    raw = b"".join(bytes.fromhex(part) if i % 2 else part.encode("utf-8")
+                   for i, part in enumerate(parts))
+    return os.fsdecode(raw)
 
 
 def _is_photo_name(name: str) -> bool:
@@ -181,28 +207,41 @@ def _is_photo_name(name: str) -> bool:
 
 
 def _list_local(root: Path) -> list[str]:
-    found = []
+    """Walk a local folder with a stack of folders, each real folder once.
+
+    Not ``os.walk``: it recurses, and a tree a thousand folders deep raised RecursionError.
+    """
+    found: list[str] = []
     seen: set[tuple[int, int]] = set()
-
-    def unlisted(error: OSError) -> None:
-        log.warning("cannot list %s (%s); photos in it are not scored",
-                    display_path(str(error.filename)), error.strerror or error)
-
-    for folder, dirs, files in os.walk(root, onerror=unlisted, followlinks=True):
+    folders = [""]  # relative to root, posix
+    while folders:
+        relative = folders.pop()
         try:
-            info = os.stat(folder)
+            info = os.stat(os.path.join(root, relative))
+            if (info.st_dev, info.st_ino) in seen:  # reached again through a link
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(os.path.join(root, relative)) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):  # hidden: ._IMG_0001.jpg, .Trashes
+                        continue
+                    path = f"{relative}/{entry.name}" if relative else entry.name
+                    if _is_folder(entry):
+                        folders.append(path)
+                    elif _is_photo_name(entry.name):
+                        found.append(path)
         except OSError as e:
-            unlisted(e)
-            dirs[:] = []
-            continue
-        if (info.st_dev, info.st_ino) in seen:  # reached again through a link
-            dirs[:] = []
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(folder, name).relative_to(root).as_posix()
-                  for name in files if _is_photo_name(name)]
+            log.warning("cannot list %s (%s); photos in it are not scored",
+                        display_path(str(e.filename)), e.strerror or e)
     return sorted(found)
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether an entry is a folder, links followed; a dangling or looping link is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _list_fs(fs: pafs.FileSystem, root: str) -> list[str]:

@@ -302,3 +302,27 @@ def test_a_version_1_state_keeps_its_results(tmp_path: Path) -> None:
         saved.save([(key, PhotoResult("no_face", None, 0, "ab"))])
         found = saved.lookup(key)
         assert found is not None and (found.status, found.sha256) == ("no_face", "ab")
+
+
+@pytest.mark.parametrize("damage", [
+    "faces = x'0102'",  # not a whole number of faces
+    "faces_in_photo = 'three'",
+    "status = 'bogus'",
+    "status = 7",
+    "error = x'00'",
+    "faces = 'text'",
+])
+def test_a_damaged_row_gives_the_delete_message(photos: Path, tiny_model: Path,
+                                                tmp_path: Path, damage: str) -> None:
+    """Issue 20, defect 9: a row SQLite reads back intact but that no run wrote."""
+    import sqlite3
+
+    from facevalue.state import STATE_FILE
+
+    out = tmp_path / "s.parquet"
+    write_scores(photos, out, model=tiny_model)
+    with sqlite3.connect(state_folder(out) / STATE_FILE) as db:
+        db.execute(f"UPDATE results SET {damage} WHERE status = 'ok'")
+    db.close()
+    with pytest.raises(StateError, match="damaged.*delete the folder"):
+        write_scores(photos, out, model=tiny_model)

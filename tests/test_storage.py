@@ -14,7 +14,15 @@ from images import SAMPLE_PHOTOS, bad_inputs
 from facevalue import score_folder
 from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE
 from facevalue.pipeline import write_scores
-from facevalue.storage import Location, LocationError, ReadError, open_location, read_local
+from facevalue.storage import (
+    Location,
+    LocationError,
+    ReadError,
+    display_path,
+    fs_path,
+    open_location,
+    read_local,
+)
 
 
 def touch(root: Path, *paths: str) -> None:
@@ -120,3 +128,31 @@ def test_a_bucket_scores_to_the_local_tables_and_resumes(tmp_path: Path,
     # all reused but the empty file, which has no bytes to hash and is never saved
     assert (first.reused, again.reused, again.scored) == (0, again.photos - 1, 1)
     pd.testing.assert_frame_equal(pd.read_parquet(out), frame)
+
+
+NAMES = [b"plain.jpg", b"caf\xc3\xa9.jpg", b"caf\xe9.jpg", b"caf\\xe9.jpg",
+         b"caf\\x5cxe9.jpg", b"a\\b\xff\\x41.jpg"]
+
+
+def test_display_path_is_reversible() -> None:
+    """Issue 20, defect 4: backslashes are escaped too, so no two names share a path."""
+    shown = [display_path(os.fsdecode(name)) for name in NAMES]
+    assert shown[:4] == ["plain.jpg", "café.jpg", "caf\\xe9.jpg", "caf\\x5cxe9.jpg"]
+    assert len(set(shown)) == len(NAMES)
+    assert [os.fsencode(fs_path(s)) for s in shown] == NAMES
+
+
+def test_a_folder_nested_a_thousand_deep_is_listed(tmp_path: Path) -> None:
+    """Issue 20, defect 10: no RecursionError however deep the tree."""
+    deep = tmp_path
+    for _ in range(1000):  # one at a time: mkdir(parents=True) recurses too
+        deep /= "d"
+        deep.mkdir()
+    (deep / "p.jpg").write_bytes(b"x")
+    try:
+        assert open_location(tmp_path).list_photos() == ["d/" * 1000 + "p.jpg"]
+    finally:  # pytest's clean-up of old temporary folders would recurse 1,000 deep too
+        (deep / "p.jpg").unlink()
+        while deep != tmp_path:
+            deep.rmdir()
+            deep = deep.parent
