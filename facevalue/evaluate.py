@@ -25,6 +25,7 @@ from facevalue.classify import load_classifier
 from facevalue.columns import MISSING, NO_FACE, OK
 from facevalue.contract import LABELS, Contract
 from facevalue.defaults import DEFAULT_BATCH_SIZE
+from facevalue.discover import ManifestError, normalize
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,12 @@ class PhotoEvaluation:
 
 
 def read_labels(path: str | Path) -> dict[str, str]:
-    """``path`` (or ``file``) -> facevalue label from a labels CSV; names the bad rows."""
+    """``path`` (or ``file``) -> facevalue label from a labels CSV; names the bad rows.
+
+    Paths are normalised exactly as a manifest's (``discover.normalize``: ``./a.jpg`` and
+    ``a\\b.jpg`` are ``a.jpg`` and ``a/b.jpg``), since the labels become the run's manifest
+    and are then matched with the paths it writes.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -241,7 +247,10 @@ def read_labels(path: str | Path) -> dict[str, str]:
         if label not in LABELS:
             raise fer2013.DataError(f"{path}: row {i}: label {row.get('label')!r} is not one of "
                                     f"{', '.join(LABELS)} (or {', '.join(LABEL_ALIASES)})")
-        photo = (row.get(key) or "").strip().replace("\\", "/")
+        try:
+            photo = normalize(row.get(key) or "")
+        except ManifestError as e:
+            raise fer2013.DataError(f"{path}: row {i}: {e}") from e
         if not photo:
             raise fer2013.DataError(f"{path}: row {i}: empty {key}")
         if labels.setdefault(photo, label) != label:
@@ -272,7 +281,25 @@ def evaluate_photos(photos: str | Path, labels: str | Path, model: str | Path | 
             writer.writerows([photo, "labelled"] for photo in truth)
         faces, _ = score_folder(photos, manifest=manifest, model=model, device=device,
                                 batch_size=batch_size, progress=progress)
+    _check_found(faces, truth, photos)
     return score_photos(faces, truth, seed=seed)
+
+
+def _check_found(faces: pd.DataFrame, truth: dict[str, str], photos: str | Path) -> None:
+    """Refuse labels that name no photo at all, and say aloud how many name none.
+
+    Labelled photos that are not there count as wrong (status ``missing``): a reader must
+    hear of them, or the accuracy differs from the one the researcher thinks was measured.
+    """
+    missing = faces.loc[faces["status"] == MISSING, "path"].tolist()
+    examples = ", ".join(missing[:3])
+    if len(missing) == len(truth):
+        raise fer2013.DataError(f"none of the {len(truth)} labelled photos is under {photos} "
+                                f"(e.g. {examples}); label paths are relative to it")
+    if missing:
+        log.warning("%d of %d labelled photos are not under %s (e.g. %s); they count as wrong "
+                    "(status missing): remove their rows to leave them out", len(missing),
+                    len(truth), photos, examples)
 
 
 def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> PhotoEvaluation:

@@ -173,7 +173,10 @@ def test_read_labels_accepts_spellings_and_refuses_bad_rows(tmp_path):
     for text, message in (("path,label\na.jpg,contempt\n", "row 2: label 'contempt'"),
                           ("name,label\na.jpg,happy\n", r"needs a path \(or file\) column"),
                           ("path,label\na.jpg,happy\na.jpg,sad\n", "labelled twice"),
-                          ("path,label\n", "no labelled photos")):
+                          ("path,label\n", "no labelled photos"),
+                          ("path,label\n/data/a.jpg,happy\n", "row 2: '/data/a.jpg' is absolute"),
+                          ("path,label\n../a.jpg,happy\n", "relative to PHOTOS"),
+                          ("path,label\na.jpg,happy\n./a.jpg,sad\n", "labelled twice")):
         bad = tmp_path / "bad.csv"
         bad.write_text(text)
         with pytest.raises(ev.fer2013.DataError, match=message):
@@ -219,3 +222,33 @@ def test_photo_evaluation_errors_are_one_line(labelled, tiny_model, tmp_path):
         result = CliRunner().invoke(cli, ["evaluate", *args, "--model", str(tiny_model)])
         assert result.exit_code != 0 and message in result.output
         assert "Traceback" not in result.output
+
+
+def test_labels_are_matched_the_way_a_manifest_matches_paths(labelled, tiny_model, tmp_path,
+                                                             caplog):
+    """Issue 20, defect 2: ``./a/grace.jpg`` or ``a\\grace.jpg`` is the photo a/grace.jpg,
+    so the accuracy does not depend on how the paths are spelled."""
+    photos, labels = labelled
+    assert ev.read_labels(labels) == ev.read_labels(_respelled(labels, tmp_path, "./"))
+    plain = ev.evaluate_photos(photos, labels, model=tiny_model, device="cpu")
+    dotted = ev.evaluate_photos(photos, _respelled(labels, tmp_path, "./"), model=tiny_model,
+                                device="cpu")
+    assert dotted.to_dict() == plain.to_dict()
+    assert plain.statuses == {"ok": 3, "no_face": 1, "unreadable": 1, "missing": 1}
+    assert "1 of 6 labelled photos are not under" in caplog.text  # gone.jpg, said aloud
+
+
+def test_labels_that_name_no_photo_at_all_are_an_error(labelled, tiny_model, tmp_path):
+    photos, _ = labelled
+    labels = tmp_path / "elsewhere.csv"
+    labels.write_text("path,label\nother/a.jpg,happy\nother/b.jpg,sad\n")
+    with pytest.raises(ev.fer2013.DataError, match="none of the 2 labelled photos is under"):
+        ev.evaluate_photos(photos, labels, model=tiny_model, device="cpu")
+
+
+def _respelled(labels, folder, prefix):
+    """The labels CSV with every path written with ``prefix`` (and backslashes)."""
+    frame = pd.read_csv(labels, dtype=str)
+    frame["file"] = prefix + frame["file"].str.replace("/", "\\")
+    frame.to_csv(folder / "respelled.csv", index=False)
+    return folder / "respelled.csv"
