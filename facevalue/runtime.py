@@ -99,13 +99,18 @@ def read_model(path: Path, error: type[FacevalueError], what: str) -> bytes:
 
 
 def open_session(path: Path, device: str, threads: int | None, error: type[FacevalueError],
-                 what: str) -> tuple[ort.InferenceSession, bytes]:
-    """Read a model file and open a session on ``device``; return it and the file's bytes.
+                 what: str, verify: Callable[[Path, str], None] | None = None
+                 ) -> tuple[ort.InferenceSession, str]:
+    """Read a model file and open a session on ``device``; return it and the file's sha256.
 
-    ``error`` is the caller's error class and ``what`` names the model in its messages.
+    ``error`` is the caller's error class and ``what`` names the model in its messages;
+    ``verify(path, sha256)`` may refuse the file before a session is made from it.
     """
     data = read_model(path, error, what)
-    return _session(data, path, device, threads, error, what), data
+    sha256 = hashlib.sha256(data).hexdigest()
+    if verify is not None:
+        verify(path, sha256)
+    return _session(data, path, device, threads, error, what), sha256
 
 
 def _session(data: bytes, path: Path, device: str, threads: int | None,
@@ -141,14 +146,14 @@ class ModelSession:
         self._open()
 
     def _open(self, pickled: str | None = None) -> None:
-        data = read_model(self.path, self.error, self.what)
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        if pickled is not None and self.sha256 != pickled:
-            raise self.error(f"{self.path} changed since the {self.what} was pickled")
-        if self.verify is not None:
-            self.verify(self.path, self.sha256)
-        self.session = _session(data, self.path, self.device, self.threads, self.error,
-                                self.what)
+        def check(path: Path, sha256: str) -> None:
+            if pickled is not None and sha256 != pickled:
+                raise self.error(f"{path} changed since the {self.what} was pickled")
+            if self.verify is not None:
+                self.verify(path, sha256)
+
+        self.session, self.sha256 = open_session(self.path, self.device, self.threads,
+                                                 self.error, self.what, check)
         self.providers: list[str] = self.session.get_providers()
 
     def __getstate__(self) -> dict[str, Any]:

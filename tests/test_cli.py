@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -167,3 +168,59 @@ def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
     assert word in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("facevalue: ")
     assert sorted(p.name for p in out.parent.iterdir()) == [".s.facevalue-state"]
+
+
+@pytest.fixture
+def entry_point_signals() -> Iterator[None]:
+    """Run ``facevalue.cli.main`` in this process and give the test runner its handlers back."""
+    from facevalue import cli as module
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        module._received.clear()
+
+
+def test_ctrl_c_while_a_library_loads_exits_130(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str],
+                                                entry_point_signals: None) -> None:
+    from facevalue import cli as module
+
+    def loading(**kwargs: object) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:  # what Ctrl-C inside numpy's or OpenCV's import becomes
+            raise ImportError("initialization failed") from None
+
+    monkeypatch.setattr(cli, "main", loading)
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code == 130
+    assert capsys.readouterr().err.startswith("facevalue: interrupted")
+
+
+def test_a_signal_after_both_tables_are_written_ends_with_0(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path,
+        capsys: pytest.CaptureFixture[str], entry_point_signals: None) -> None:
+    from facevalue import cli as module
+
+    summarize = module._summarize
+
+    def late_signal(summary: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler, had one run, would have raised by now
+        summarize(summary)  # type: ignore[arg-type]
+
+    out = tmp_path / "s.parquet"
+    monkeypatch.setattr(module, "_summarize", late_signal)
+    monkeypatch.setattr(sys, "argv", ["facevalue", "score", str(SAMPLE_PHOTOS), "--out",
+                                      str(out), "--model", str(tiny_model), "--device", "cpu"])
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code == 0
+    assert "faces scored" in capsys.readouterr().err
+    assert out.exists() and out.with_name("s.companies.parquet").exists()
