@@ -128,7 +128,8 @@ def gif_bomb(width: int = 20000, height: int = 20000) -> bytes:
 def trap_tree(root: Path, outside: Path) -> dict[str, str]:
     """A photo tree with every trap a file system can set; return path -> expected status.
 
-    A Latin-1 (non-UTF-8) name, a company folder that is a symlink to a folder elsewhere,
+    A Latin-1 (non-UTF-8) name and a name that spells its escape (``caf\\xe9.jpg``, two
+    photos that once shared a path), a company folder that is a symlink to a folder elsewhere,
     two links back up the tree (loops), a dangling link, a FIFO, a GIF bomb named .jpg and
     a huge sparse file. Real photos must each be scored exactly once.
     """
@@ -139,6 +140,7 @@ def trap_tree(root: Path, outside: Path) -> dict[str, str]:
     (root / "acme" / "ok.jpg").write_bytes(jpeg)
     with open(os.path.join(os.fsencode(root / "acme"), b"caf\xe9.jpg"), "wb") as f:
         f.write(jpeg)
+    (root / "acme" / "caf\\xe9.jpg").write_bytes(jpeg)
     outside.mkdir(parents=True)
     (outside / "ceo.jpg").write_bytes(jpeg)
     (root / "linked").symlink_to(outside, target_is_directory=True)
@@ -149,6 +151,7 @@ def trap_tree(root: Path, outside: Path) -> dict[str, str]:
     (root / "acme" / "bomb.jpg").write_bytes(gif_bomb())
     with open(root / "acme" / "sparse.jpg", "wb") as f:
         f.truncate(2**40)  # a terabyte that takes no disk
-    return {"acme/ok.jpg": "ok", "acme/caf\\xe9.jpg": "ok", "linked/ceo.jpg": "ok",
+    return {"acme/ok.jpg": "ok", "acme/caf\\xe9.jpg": "ok", "acme/caf\\x5cxe9.jpg": "ok",
+            "linked/ceo.jpg": "ok",
             "acme/dangling.jpg": "unreadable", "acme/fifo.jpg": "unreadable",
             "acme/bomb.jpg": "unreadable", "acme/sparse.jpg": "too_large"}
