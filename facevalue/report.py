@@ -115,6 +115,7 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     """
     require_extra()
     scores = Path(scores)
+    check_out(Path(out), [scores, companies_path(scores, companies)])
     faces, meta = read_scores(scores)
     table = read_companies(scores, companies, faces)
     root = Path(photos) if photos is not None else None
@@ -139,6 +140,23 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     log.debug("report: %d photos, %d thumbnails, %.1f MB", summary["photos"], n_thumbs,
               size / 1e6)
     return Report(Path(out), size, summary["photos"], summary["faces"], n_thumbs)
+
+
+def check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an ``out`` that is not an HTML name, or that would replace one of the inputs
+    (``--out scores.parquet`` would swap a run's scores for a page about them)."""
+    if out.suffix.lower() != ".html":
+        raise ReportError(f"--out {out}: the report is an HTML page; give a name ending "
+                          "in .html")
+    for source in inputs:
+        if out.resolve() == source.resolve():
+            raise ReportError(f"--out {out} is the report's input {source}; give the page "
+                              "a file of its own")
+
+
+def companies_path(scores: Path, companies: str | Path | None) -> Path:
+    """The companies table a report reads: ``companies``, else the one beside ``scores``."""
+    return Path(companies if companies else write.default_companies_path(scores))
 
 
 def read_scores(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -172,7 +190,7 @@ def read_companies(scores: Path, companies: str | Path | None,
     table from another run than the scores (its ``facevalue.run_id`` differs: a run killed
     between writing its two files, or files mixed up by hand) is refused.
     """
-    path = Path(companies if companies else write.default_companies_path(scores))
+    path = companies_path(scores, companies)
     if path.is_file():
         try:
             table = pd.read_parquet(path)
@@ -480,15 +498,17 @@ def render(context: dict[str, Any]) -> str:
 
 def write_atomic(out: Path, html: str) -> int:
     """Write ``html`` via a temporary file and rename, so no half-written report is left."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     data = html.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
         os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ReportError(f"cannot write {out}: {e}") from e
+    except OSError as e:  # a read-only or full folder, a file where the folder should be
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise ReportError(f"cannot write {out}: {e.strerror or e}") from e
     return len(data)

@@ -325,3 +325,30 @@ def test_a_geometry_run_shows_fwhr_and_its_lines(tmp_path):
 
     # the width and height lines add red pixels to each thumbnail
     assert all(g > p + 30 for g, p in zip(red_pixels(html), red_pixels(plain), strict=True))
+
+
+@pytest.mark.parametrize("target", ["scores", "companies", "not html"])
+def test_out_that_is_an_input_or_not_html_is_refused_and_inputs_kept(run, tmp_path, target):
+    _, scores = run
+    companies = scores.with_name("scores.companies.parquet")
+    pq.write_table(pa.table({"company": ["Acme"]}), companies)
+    out = {"scores": scores, "companies": companies, "not html": tmp_path / "r.txt"}[target]
+    before = scores.read_bytes(), companies.read_bytes()
+    result = CliRunner().invoke(cli, ["report", str(scores), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert len(result.output.splitlines()) == 1 and "--out" in result.output
+    assert (scores.read_bytes(), companies.read_bytes()) == before
+    assert not (tmp_path / "r.txt").exists()
+
+
+def test_out_in_a_read_only_folder_is_one_line(run, tmp_path, monkeypatch):
+    # root may write anywhere, so the folder's refusal is what mkstemp raises there
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
+
+    _, scores = run
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    result = CliRunner().invoke(cli, ["report", str(scores), "--out",
+                                      str(tmp_path / "locked" / "r.html")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("Error: cannot write") and len(result.output.splitlines()) == 1
