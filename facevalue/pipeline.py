@@ -79,8 +79,9 @@ def setup_key(model_sha256: str, detector: str, options: Options, photos: str | 
               mesh: str | None = None) -> str:
     """What besides the photo decides its result; saved results are keyed by it.
 
-    The photo folder is part of it: files are known by relative path, size and modification
-    time, which another folder scored into the same output could repeat.
+    The photo folder is part of it: files are known by a ``FileKey`` (relative path, size,
+    times, inode), which another folder scored into the same output could repeat (a bucket
+    keeps only the path, size and modification time).
     """
     setup = {"facevalue": __version__, "model": model_sha256, "detector": detector,
              "photos": _photo_folder(photos),
