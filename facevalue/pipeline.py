@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from facevalue import __version__, aggregate, discover, storage, write
 from facevalue.columns import ERROR, GEOMETRY
@@ -135,24 +136,49 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     ids = discover.id_columns(found)
     stats = RunStats()
     work = Work(location, models, options, device, threads)
-    try:
+    n_photos = len(found)
+    try:  # the saved results' lock covers the temporary files until both tables are renamed
         with _saved_results(out, models, options, location) as saved:
-            results = _results(found, work, engine, saved, stats, _counting(progress, len(found)))
-            _write_rows(results, write.face_schema(ids, meta, geometry=geometry), out,
-                        companies, stats)
-        n_photos = len(found)
-        del results, models, work, found  # hand back onnxruntime's buffers before aggregating
-        company_frame = aggregate.companies(_aggregation_columns(out, ids, geometry), ids)
-        write.write_frame(company_frame, companies,
-                          write.company_schema(company_frame.columns, meta))
+            results = _results(found, work, engine, saved, stats, _counting(progress, n_photos))
+            faces_file = _write_rows(results, write.face_schema(ids, meta, geometry=geometry),
+                                     out, companies, stats)
+            del results, models, work, found  # hand back onnxruntime's buffers first
+            _write_companies(faces_file, companies, ids, geometry, meta)
     except OSError as e:  # photos' own read errors never get here: they are status rows
-        where = e.filename or f"the outputs beside {out}"
-        raise write.OutputError(f"cannot write {where}: {e.strerror or e} (is the folder "
-                                "there, writable, and is there space? the results scored "
-                                "so far are saved)") from e
+        raise _output_error(e.filename or out, e) from e
     return Summary(str(out), companies, n_photos, stats.faces,
                    dict(stats.statuses.most_common()), stats.scored, stats.reused,
                    time.perf_counter() - started, dict(stats.seconds), engine.workers)
+
+
+def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[str],
+                     geometry: bool, meta: dict[str, str]) -> None:
+    """Write the company table from the finished per-face file, then rename both tables.
+
+    The per-face file still has its temporary name: a company table that cannot be written
+    (a full disk) leaves the previous run's two tables as they were, not a new per-face file
+    beside an old company file.
+    """
+    pending = [faces_file]
+    try:
+        company_frame = aggregate.companies(_aggregation_columns(faces_file, ids, geometry), ids)
+        pending.append(write.write_frame(company_frame, companies,
+                                         write.company_schema(company_frame.columns, meta),
+                                         commit=False))
+        for output in pending:
+            output.commit()
+    except BaseException as e:
+        for output in pending:
+            output.discard()
+        if isinstance(e, OSError):
+            raise _output_error(companies, e) from e
+        raise
+
+
+def _output_error(where: str | Path, error: OSError) -> write.OutputError:
+    return write.OutputError(f"cannot write {where}: {error.strerror or error} (is the folder "
+                             "there, writable, and is there space? the results scored so far "
+                             "are saved)")
 
 
 def _metadata(models: Models, arguments: Mapping[str, Any]) -> dict[str, str]:
@@ -270,8 +296,9 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
 
 
 def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: str | Path,
-                companies: str, stats: RunStats) -> None:
-    """Stream rows into ``out`` in row groups of about ROW_GROUP_ROWS rows, atomically.
+                companies: str, stats: RunStats) -> storage.OutputFile:
+    """Stream rows into a temporary file for ``out`` in row groups of about ROW_GROUP_ROWS
+    rows; the caller renames it once the company table is written too.
 
     Temporary files a killed run left beside the outputs go first (the saved results' lock
     says no live run owns them).
@@ -279,7 +306,7 @@ def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: 
     storage.OutputFile(out).remove_stale_temps()
     storage.OutputFile(companies).remove_stale_temps()
     buffered: list[pa.Table] = []
-    with write.AtomicParquetWriter(out, schema) as writer:
+    with write.AtomicParquetWriter(out, schema, commit=False) as writer:
         for rows in chunks:
             since = time.perf_counter()
             buffered.append(write.rows_to_table(rows, schema))
@@ -290,19 +317,22 @@ def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: 
         since = time.perf_counter()
         if buffered:
             writer.write(pa.concat_tables(buffered))
-    stats.charge("write", since)  # the last row group, the footer and the rename
+    stats.charge("write", since)  # the last row group and the footer
+    return writer.output
 
 
-def _aggregation_columns(out: str | Path, ids: list[str], geometry: bool) -> pd.DataFrame:
-    """The columns the company table needs, read back from the per-face file.
+def _aggregation_columns(faces_file: storage.OutputFile, ids: list[str],
+                         geometry: bool) -> pd.DataFrame:
+    """The columns the company table needs, read back from the per-face file (its temporary
+    name: it is renamed with the company table).
 
     Text columns come back as categoricals (a company's name is stored once, not once per
     face) and Arrow's buffers are freed while converting: memory stays flat with the rows.
     """
     text = ["company", *ids, "status", "emotion"]
     measures = ["fwhr", "geometry_ok"] if geometry else []
-    table = storage.read_table(out, columns=[*text, "face", *LABELS, *measures],
-                               read_dictionary=text)
+    table = pq.read_table(faces_file.temp, filesystem=faces_file.fs,
+                          columns=[*text, "face", *LABELS, *measures], read_dictionary=text)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 

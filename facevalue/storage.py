@@ -381,9 +381,16 @@ class OutputFile:
             self.fs.move(self.temp, self.path)
 
     def discard(self) -> None:
-        """Remove the temporary file, if there is one."""
-        with suppress(FileNotFoundError):
-            self.fs.delete_file(self.temp)
+        """Remove the temporary file, if there is one.
+
+        Called while another error unwinds: a file that cannot be removed is logged, so the
+        error that says what went wrong (a full disk) is the one the user sees.
+        """
+        try:
+            with suppress(FileNotFoundError):
+                self.fs.delete_file(self.temp)
+        except OSError as e:
+            log.warning("cannot remove the temporary file %s: %s", self.temp, e)
 
     def remove_stale_temps(self) -> None:
         """Delete temporary files a killed run left beside this output (the caller holds the

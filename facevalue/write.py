@@ -9,8 +9,11 @@ looks finished.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
@@ -81,17 +84,34 @@ class OutputError(FacevalueError, ValueError):
 
 
 def check_outputs(out: str | Path, companies: str | Path) -> None:
-    """Refuse a non-Parquet name and a companies file that would overwrite the per-face one."""
+    """Refuse a non-Parquet name, a companies file that would overwrite the per-face one, and
+    a local folder nothing can be written in: before any work, not after all the scoring."""
     for path, option in ((out, "--out"), (companies, "--companies")):
         if PurePosixPath(str(path)).suffix.lower() != ".parquet":
             raise OutputError(f"{option} {path}: facevalue writes Parquet; give a name ending "
                               "in .parquet (pandas.read_parquet reads it; to_csv converts it)")
+        if storage.is_local(path):
+            check_writable(Path(storage.local_path(path)))
     same = str(out) == str(companies)
     if "://" not in str(out) and "://" not in str(companies):
         same = same or Path(out).resolve() == Path(companies).resolve()
     if same:
         raise OutputError(f"--companies {companies} is the --out file; the per-company table "
                           "needs a file of its own")
+
+
+def check_writable(path: Path) -> None:
+    """Create and remove a file in the nearest existing folder of ``path`` (the rest of the
+    folders are made when the table is written), or raise OutputError naming ``path``."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e} ({folder})") from e
 
 
 def table_metadata(model: str, model_sha256: str, detector: str,
@@ -130,13 +150,16 @@ class AtomicParquetWriter:
     into place on close.
 
     Used as a context manager: leaving the block with an exception deletes the temporary
-    file and leaves any earlier file at ``path`` untouched.
+    file and leaves any earlier file at ``path`` untouched. With ``commit=False`` the
+    finished file keeps its temporary name, for the caller to ``output.commit()`` once the
+    run's other table is complete too.
     """
 
-    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+    def __init__(self, path: str | Path, schema: pa.Schema, commit: bool = True) -> None:
         self.output = storage.OutputFile(path)
         self.schema = schema
         self.temp = self.output.temp
+        self.commit = commit
         self._writer = self.output.open_writer(schema)
 
     def write(self, table: pa.Table) -> None:
@@ -145,9 +168,11 @@ class AtomicParquetWriter:
             self._writer.write_table(table.cast(self.schema))
 
     def close(self) -> None:
-        """Finish the file and move it to ``path`` (one atomic rename on a disk)."""
+        """Finish the file and move it to ``path`` (one atomic rename on a disk), unless the
+        caller commits it."""
         self._writer.close()
-        self.output.commit()
+        if self.commit:
+            self.output.commit()
 
     def abort(self) -> None:
         """Drop the unfinished file (even when closing it fails too, as on a full disk)."""
@@ -168,11 +193,14 @@ class AtomicParquetWriter:
             self.abort()
 
 
-def write_frame(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
-    """Write a whole DataFrame atomically with ``schema`` (columns in the schema's order)."""
+def write_frame(frame: pd.DataFrame, path: str | Path, schema: pa.Schema,
+                commit: bool = True) -> storage.OutputFile:
+    """Write a whole DataFrame atomically with ``schema`` (columns in the schema's order);
+    ``commit`` as for ``AtomicParquetWriter``."""
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    with AtomicParquetWriter(path, schema) as writer:
+    with AtomicParquetWriter(path, schema, commit) as writer:
         writer.write(table)
+    return writer.output
 
 
 def default_companies_path(out: str | Path) -> str:

@@ -327,6 +327,46 @@ def test_output_failures_are_one_line_and_leave_no_temp_file(
     assert not list(out.parent.glob(".*.tmp"))
 
 
+def test_a_companies_file_that_cannot_be_written_replaces_no_table(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--companies where nothing can be written is refused before scoring; one that fails at
+    the end (a full disk) is named, and the per-face file of an earlier run stays as it was:
+    the two tables are renamed into place only once both are complete."""
+    import errno
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from facevalue.cli import cli
+    from facevalue.state import state_folder
+
+    out = tmp_path / "s.parquet"
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where the companies folder should be")
+    command = ["score", str(SAMPLE_PHOTOS), "--out", str(out), "--model", str(tiny_model),
+               "--device", "cpu", "--companies"]
+    result = CliRunner().invoke(cli, [*command, str(blocker / "c.parquet")])
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {blocker / 'c.parquet'}: Not a directory" in result.output
+    assert not out.exists() and not state_folder(out).exists()  # refused before scoring
+
+    class FullDisk(pq.ParquetWriter):
+        def __init__(self, where: object, *args: object, **kwargs: object) -> None:
+            if ".c.parquet." in str(where):  # the per-face file fits, the second does not
+                open(str(where), "wb").close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().__init__(where, *args, **kwargs)
+
+    out.write_bytes(b"the per-face table of an earlier run")
+    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
+    companies = tmp_path / "c.parquet"
+    result = CliRunner().invoke(cli, [*command, str(companies)])
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {companies}: No space left on device" in result.output
+    assert out.read_bytes() == b"the per-face table of an earlier run"
+    assert not companies.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_failing_state_database_is_a_state_error(tmp_path: Path) -> None:
     import sqlite3
 
