@@ -21,11 +21,13 @@ import logging
 import math
 import os
 import pickle
+import signal
 import socket
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,11 @@ class RayEngine:
                       work.threads, ship(ray, models.classifier.path),
                       ship(ray, models.detector.path),
                       ship(ray, models.mesh.path) if models.mesh else None)
-            results = run(ray, job, todo, self)
-            for chunk in chunks:
-                yield [next(results) for _ in chunk]
+            # closed before Ray shuts down: an open Ray Data iterator, collected later,
+            # printed "Ray is not initialized" tracebacks after every run
+            with closing(run(ray, job, todo, self)) as results:
+                for chunk in chunks:
+                    yield [next(results) for _ in chunk]
 
 
 @dataclass(frozen=True)
@@ -167,20 +171,25 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
         return
     address = ray_options.address or os.environ.get("RAY_ADDRESS")
     level = logging.ERROR if ray_options.quiet else logging.WARNING
-    import ray.data  # configures its own loggers on import: set their level after that
-
+    # import_ray loaded ray.data, which configures its own loggers on import: set them now
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(level)
     quiet = {"logging_level": level, "log_to_driver": not ray_options.quiet}
+    if address:
+        check_reachable(address)  # its EngineError says it all: not wrapped again below
+    terminate = signal.getsignal(signal.SIGTERM)
     try:
         if address:
-            check_reachable(address)
             ray.init(address=address, **quiet)
         else:
             ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray"
         raise EngineError(f"cannot {where}: {e}") from e
+    if terminate is not None and threading.current_thread() is threading.main_thread():
+        # ray.init sets a SIGTERM handler that exits 15 mid-write; the CLI's exits 143
+        # after the temporary files are gone
+        signal.signal(signal.SIGTERM, terminate)
     try:
         yield ray
     finally:
@@ -275,7 +284,8 @@ class ScorePhotos:
         return self.classify.results(self.find.find(batch))
 
 
-def run(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Iterator[PhotoResult]:
+def run(ray: Any, job: Job, photos: list[Photo],
+        engine: RayEngine) -> Generator[PhotoResult, None, None]:
     """Score the photos on Ray; their results one by one, in the photos' order."""
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars

@@ -22,11 +22,11 @@ from click.testing import CliRunner
 from images import SAMPLE_PHOTOS, bad_inputs
 
 from facevalue import score_folder
-from facevalue.classify import DeviceError
 from facevalue.cli import cli
 from facevalue.engine import EngineError
 from facevalue.pipeline import Scores, write_scores
 from facevalue.ray_engine import RayEngine, RayOptions, check_reachable
+from facevalue.runtime import DeviceError
 from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -220,3 +220,75 @@ def test_default_companies_path_for_paths_and_uris() -> None:
     assert default_companies_path("out/s.parquet") == "out/s.companies.parquet"
     assert default_companies_path("s.parquet") == "s.companies.parquet"
     assert default_companies_path("s3://b/run/s.parquet") == "s3://b/run/s.companies.parquet"
+
+
+class FakeRay:
+    """Stands in for the ray module where a test checks what facevalue does around it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs: object) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as Ray does
+        self.events.append("init")
+
+    def shutdown(self) -> None:
+        self.events.append("shutdown")
+
+
+def test_ray_leaves_sigterm_to_the_cli_and_closes_its_iterator_before_shutdown(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ray's own SIGTERM handler exited 15 mid-write, and a Ray Data iterator left open until
+    after shutdown printed "Ray is not initialized" tracebacks after every run."""
+    import signal
+
+    from facevalue import ray_engine
+    from facevalue.discover import Photo
+
+    fake = FakeRay()
+
+    def run(*args: object) -> Iterator[str]:
+        try:
+            yield from ("a", "b", "never asked for")
+        finally:
+            fake.events.append("iterator closed")
+
+    def mine(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_engine, "run", run)
+    monkeypatch.setattr(ray_engine, "ship", lambda ray, path: None)
+    monkeypatch.setattr(ray_engine, "Job", lambda *args: None)
+    saved = signal.signal(signal.SIGTERM, mine)
+    try:
+        work = type("W", (), {"models": type("M", (), {"classifier": type(
+            "C", (), {"contract": None, "path": None}), "detector": type("D", (), {"path": None}),
+            "mesh": None}), "location": None, "options": None, "device": "cpu", "threads": 1})
+        photos = [Photo("a.jpg", "x"), Photo("b.jpg", "x")]
+        results = RayEngine().score([photos], work, None)  # type: ignore[arg-type]
+        assert list(results) == [["a", "b"]]
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert fake.events == ["init", "iterator closed", "shutdown"]
+
+
+def test_an_unreachable_cluster_is_named_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from facevalue import ray_engine
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(ray_engine, "import_ray", FakeRay)
+    with pytest.raises(EngineError) as refused, \
+            ray_engine.ray_session(RayOptions(f"127.0.0.1:{port}")):
+        pass
+    assert str(refused.value).count("cannot join") == 1, refused.value
