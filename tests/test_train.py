@@ -436,3 +436,51 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     # the kernel's variance is Bessel-corrected: n / (n - 1) = 288 / 287 here
     np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, rtol=1e-3)
     np.testing.assert_allclose(ours(x), theirs(x), atol=1e-2)
+
+
+@pytest.mark.train
+def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
+        data, tmp_path, monkeypatch):
+    """fit --photos adds the photos' crops, --dev logs ``select``; a run stopped after an
+    epoch continues from the committed files alone (last weights, no last.keras)."""
+    import shutil
+
+    import pandas as pd
+    from conftest import SAMPLE_DATA
+
+    from train import fit as fit_module
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the crop cache
+    _, csv, _ = data
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    portraits = [SAMPLE_DATA / "photos" / "nasa" / "astronaut.jpg",
+                 SAMPLE_DATA / "photos" / "navy" / "grace_hopper.jpg"]
+    rows = []
+    for i in range(6):
+        shutil.copy(portraits[i % 2], photos / f"p{i}.jpg")
+        rows.append((f"p{i}.jpg", "happy" if i % 2 else "neutral"))
+    pd.DataFrame(rows, columns=["file", "label"]).to_csv(tmp_path / "labels.csv", index=False)
+    pair = (photos, tmp_path / "labels.csv")
+    run = tmp_path / "run"
+
+    def stop_after_first_epoch(self, epoch, logs=None):
+        with self.path.open("a") as f:
+            f.write(f"{epoch},0.1\n")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair, dev=pair)
+    config = json.loads((run / "config.json").read_text())
+    assert config["photos"]["rows"] == 6
+    assert config["photos"]["per_class"] == {"happiness": 3, "neutral": 3}
+    assert config["selected_on"].startswith("mean of")
+    for name in ("last.keras", "best.keras"):  # what git does not carry
+        (run / name).unlink()
+    fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair, dev=pair)
+    log = pd.read_csv(run / "log.csv")
+    assert log["epoch"].tolist() == [0, 1]
+    assert np.allclose(log["select"], (log["val_accuracy"] + log["dev_accuracy"]) / 2)
+    assert (run / fit_module.WEIGHTS).exists() and (run / fit_module.LAST_WEIGHTS).exists()

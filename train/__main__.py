@@ -17,7 +17,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="fer2013.csv(.gz) or an image-folder tree (train/, test/).")
-@click.option("--arch", type=click.Choice(["fvc2017", "fvnet", "fvnet64"]), default="fvnet",
+@click.option("--arch", type=click.Choice(["fvc2017", "fvnet", "fvnet64", "fvlite"]),
+              default="fvnet",
               show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder; an unfinished run there is resumed.")
@@ -31,8 +32,15 @@ def cli() -> None:
               help="Distil: mix this exported classifier's probabilities into the targets.")
 @click.option("--mix", "mix_alpha", type=float, default=None,
               help="Mixup/cutmix Beta(a, a) parameter, overriding the recipe's (0: none).")
+@click.option("--photos", nargs=2, type=click.Path(exists=True), default=None,
+              metavar="FOLDER LABELS",
+              help="Also train on these labelled photos (a folder and its labels CSV).")
+@click.option("--dev", nargs=2, type=click.Path(exists=True), default=None,
+              metavar="FOLDER LABELS",
+              help="Select the best epoch on these labelled photos too (never trained on).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
-def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, limit) -> None:
+def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, photos, dev,
+        limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from facevalue.fer2013 import DataError
     from train.fit import RunError
@@ -40,7 +48,7 @@ def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, limi
 
     try:
         run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
-                teacher=teacher, mix_alpha=mix_alpha, limit=limit,
+                teacher=teacher, mix_alpha=mix_alpha, photos=photos, dev=dev, limit=limit,
                 verbose=1 if sys.stderr.isatty() else 2)
     except (RunError, DataError) as e:
         raise click.ClickException(str(e)) from e

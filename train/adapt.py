@@ -39,8 +39,6 @@ from onnx import helper, numpy_helper
 from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
 from facevalue.contract import LABELS, Contract
-from facevalue.detect import FaceDetector
-from facevalue.discover import discover
 from facevalue.evaluate import (
     Evaluation,
     bootstrap_interval,
@@ -49,10 +47,10 @@ from facevalue.evaluate import (
     score,
     to_crops,
 )
-from facevalue.faces import Options, find_faces
 from facevalue.runtime import new_session
 from train import calibrate
 from train.modelfile import derived_metadata, record_checksum, write_atomic
+from train.photos import main_face_crops
 
 log = logging.getLogger(__name__)
 
@@ -295,27 +293,6 @@ def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelP
     return adapted
 
 
-def main_face_crops(photos: Path, truth: dict[str, str], classifier: Classifier
-                    ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Crops of each labelled photo's main face as ``facevalue score`` makes them, their
-    label indices, and how many labelled photos gave no crop."""
-    found = {photo.path: photo for photo in discover(photos)}
-    missing = [p for p in truth if p not in found]
-    if missing:
-        raise AdaptError(f"{len(missing)} labelled photo(s) are not under {photos}, "
-                         f"e.g. {missing[0]}")
-    detector = FaceDetector()
-    crops, labels = [], []
-    for path, label in truth.items():
-        result = find_faces(found[path], photos, detector, classifier.contract, Options())
-        if result.crops is not None:
-            crops.append(result.crops[0])
-            labels.append(LABELS.index(label))
-    if not crops:
-        raise AdaptError(f"no faces found in the labelled photos under {photos}")
-    return np.stack(crops), np.array(labels), len(truth) - len(crops)
-
-
 def anchor_faces(data: str | Path, classifier: Classifier, seed: int
                  ) -> tuple[Anchor, fer2013.FaceSet]:
     """The anchor (a seeded sample of Training faces, probed) and the PublicTest faces."""
@@ -342,7 +319,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
         raise AdaptError(f"{model.name} is already adapted; adapt the model it came from")
     truth = read_labels(labels)
     anchor, public = anchor_faces(data, classifier, seed)
-    crops, y, missed = main_face_crops(photos, truth, classifier)
+    crops, y, missed = main_face_crops(photos, truth, classifier.contract)
     counts = np.bincount(y)[np.unique(y)]
     if len(counts) < 2 or counts.min() < FOLDS:
         raise AdaptError(f"needs at least two labelled classes with {FOLDS} photos each "

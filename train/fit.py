@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from facevalue import fer2013
+from facevalue.contract import LABELS
 from train import archs
-from train.data import eval_dataset, training_dataset
+from train.data import eval_dataset, to_inputs, training_dataset
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ class RunError(ValueError):
 # The best epoch's weights alone: enough to export the run or start the next cycle from it on
 # another machine (config.json names the architecture), small enough to commit.
 WEIGHTS = "best.weights.h5"
+# The last epoch's weights, also committed: a run stopped at any time (a session's end)
+# continues from them on a fresh checkout. The optimiser's moments are not kept (they would
+# double the file); the learning-rate schedule resumes at the right step.
+LAST_WEIGHTS = "last.weights.h5"
 # The validation slice is the same for every run and seed, so runs compare on equal terms.
 VAL_SEED = 2013
 
@@ -129,6 +134,8 @@ def soft_targets(teacher: str | Path, faces: fer2013.FaceSet, weight: float) -> 
 def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = None,
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
         teacher: str | Path | None = None, mix_alpha: float | None = None,
+        photos: tuple[str | Path, str | Path] | None = None,
+        dev: tuple[str | Path, str | Path] | None = None,
         limit: int | None = None, verbose: int = 2) -> Path:
     """Train ``arch`` into the run folder ``out``; resume if ``out`` holds an unfinished run.
 
@@ -139,7 +146,11 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     fine-tuning recipe instead of from scratch. With ``teacher`` (an exported ONNX
     classifier), the targets mix its probabilities in (``soft_targets``); the validation
     slice keeps its true labels. ``mix_alpha`` overrides the recipe's mixup/cutmix
-    (``train.data.mix``; 0 turns it off).
+    (``train.data.mix``; 0 turns it off). ``photos`` (a folder and its labels CSV) adds
+    real labelled photos to the training faces, cropped as ``facevalue score`` crops them
+    (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
+    same, for other photos) selects the best epoch on the mean of the slice's and those
+    photos' accuracy (``select`` in log.csv): a model for photos and FER2013 alike.
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
@@ -181,27 +192,46 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         targets = soft_targets(teacher, train, recipe.distill_weight)
         config["teacher"] = {"model": Path(teacher).name, "weight": recipe.distill_weight,
                              "sha256": hashlib.sha256(Path(teacher).read_bytes()).hexdigest()}
+    if photos is not None:
+        extra, config["photos"] = labelled_photos(*photos)
+        train = fer2013.FaceSet(*(np.concatenate([a, b]) for a, b in zip(
+            (train.images, train.labels, train.usage),
+            (extra.images, extra.labels, extra.usage), strict=True)))
+        if targets is not None:
+            targets = np.concatenate([targets, np.eye(archs.N_CLASSES, dtype=np.float32)[
+                extra.labels]])
+    dev_faces = None
+    if dev is not None:
+        dev_faces, config["dev"] = labelled_photos(*dev)
+        config["selected_on"] = "mean of Training slice and dev photo accuracy"
+    monitor = "select" if dev_faces is not None else "val_accuracy"
     config_path = out / "config.json"
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher")
+        keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher", "photos", "dev")
         if ({k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}
                 or previous.get("recipe", {}).get("mix_alpha", 0.0) != recipe.mix_alpha):
             raise RunError(f"{out} holds a different run; choose another --out")
         log.info("resuming %s at epoch %d/%d", out, done_epochs + 1, epochs)
-        model = keras.models.load_model(out / "last.keras")
     else:
         config_path.write_text(json.dumps(config, indent=2))
+    steps = -(-len(train) // recipe.batch_size)
+    if done_epochs and (out / "last.keras").exists():
+        model = keras.models.load_model(out / "last.keras")
+    else:
         model = build(arch, precision, recipe.arch_kwargs)
-        if init is not None:
+        if init is not None and not done_epochs:
             # Same layers, other dropout rates: the weights carry over one for one.
             model.set_weights(best_network(init).get_weights())
-        steps = -(-len(train) // recipe.batch_size)
         model.compile(_optimizer(recipe, steps, epochs),
                       keras.losses.CategoricalCrossentropy(
                           from_logits=True, label_smoothing=recipe.label_smoothing),
                       metrics=["accuracy"])
+        if done_epochs:  # a fresh checkout: the committed last weights, the schedule's step
+            model.load_weights(out / LAST_WEIGHTS)
+            model.optimizer.build(model.trainable_variables)
+            model.optimizer.iterations.assign(done_epochs * steps)
     started = time.time()
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
@@ -209,20 +239,50 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
                          mix_alpha=recipe.mix_alpha),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
-            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy",
-                                            save_best_only=True,
-                                            initial_value_threshold=_best_so_far(out)),
+            # first, so the checkpoints and the log see its figures
+            *([_DevAccuracy(dev_faces)] if dev_faces is not None else []),
+            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor,
+                                            save_best_only=True, mode="max",
+                                            initial_value_threshold=_best_so_far(out, monitor)),
+            keras.callbacks.ModelCheckpoint(out / WEIGHTS, monitor=monitor,
+                                            save_best_only=True, save_weights_only=True, mode="max",
+                                            initial_value_threshold=_best_so_far(out, monitor)),
             keras.callbacks.ModelCheckpoint(out / "last.keras"),
+            keras.callbacks.ModelCheckpoint(out / LAST_WEIGHTS, save_weights_only=True),
             keras.callbacks.CSVLogger(out / "log.csv", append=True),
             _EpochTimer(out / "epoch_seconds.csv"),
         ])
     log.info("trained %s in %.0f s", arch, time.time() - started)
-    # weights only (a third of best.keras, no optimiser state): what a run folder commits
-    keras.models.load_model(out / "best.keras", compile=False).save_weights(out / WEIGHTS)
     from facevalue.plots import plot_training_curves
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
     return out
+
+
+def labelled_photos(folder: str | Path, labels: str | Path) -> tuple[fer2013.FaceSet, dict]:
+    """Labelled photos' main-face crops (``train.photos``) and what config.json says of them."""
+    from train.export import CONTRACT
+    from train.photos import load_photos
+
+    faces, sha256 = load_photos(folder, labels, CONTRACT)
+    counts = np.bincount(faces.labels, minlength=archs.N_CLASSES)
+    return faces, {"folder": str(folder), "labels": str(labels), "sha256": sha256,
+                   "rows": len(faces),
+                   "per_class": {k: int(n) for k, n in zip(LABELS, counts, strict=True) if n}}
+
+
+class _DevAccuracy(keras.callbacks.Callback):
+    """After each epoch: ``dev_accuracy`` on labelled photos, and ``select``, its mean with
+    the Training slice's ``val_accuracy`` (what the best epoch is chosen on)."""
+
+    def __init__(self, faces: fer2013.FaceSet):
+        super().__init__()
+        self.inputs, self.labels = to_inputs(faces.images), faces.labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = self.model.predict(self.inputs, batch_size=512, verbose=0)
+        logs["dev_accuracy"] = float(np.mean(np.argmax(logits, axis=1) == self.labels))
+        logs["select"] = (float(logs["val_accuracy"]) + logs["dev_accuracy"]) / 2
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -260,17 +320,19 @@ def best_network(run: Path, precision: str | None = None) -> keras.Model:
 
 
 def _completed_epochs(out: Path) -> int:
-    """Epochs already in ``log.csv`` whose ``last.keras`` exists (0 for a new run)."""
+    """Epochs already in ``log.csv`` whose ``last.keras`` or last weights exist (0 for a new
+    run)."""
     log_csv = out / "log.csv"
-    if not (out / "last.keras").exists() or not log_csv.exists():
+    last = (out / "last.keras").exists() or (out / LAST_WEIGHTS).exists()
+    if not last or not log_csv.exists():
         return 0
     return max(0, len(log_csv.read_text().strip().splitlines()) - 1)
 
 
-def _best_so_far(out: Path) -> float | None:
+def _best_so_far(out: Path, monitor: str) -> float | None:
     import pandas as pd
 
     log_csv = out / "log.csv"
-    if not log_csv.exists() or not (out / "best.keras").exists():
+    if not log_csv.exists() or not (out / WEIGHTS).exists():
         return None
-    return float(pd.read_csv(log_csv)["val_accuracy"].max())
+    return float(pd.read_csv(log_csv)[monitor].max())
