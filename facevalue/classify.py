@@ -143,8 +143,11 @@ class Classifier:
 
     @property
     def name(self) -> str:
-        """The model's file name, as written into output metadata."""
-        return self.path.name
+        """The model's file name, as written into output metadata; a model exported ad hoc
+        (outside models/, ``train.modelfile.write_model``) says so, even under a shipped
+        model's file name."""
+        ad_hoc = self.contract.extra.get("facevalue.ad_hoc") == "true"
+        return f"{self.path.name} (ad hoc export)" if ad_hoc else self.path.name
 
     def predict(self, faces: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Probabilities float32 (n, 7) for uint8 crops (n, h, w, c) in the contract's format."""

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from facevalue.pipeline import Summary
 
 
-class _Commands(click.Group):
-    """The command group, and the one place a user's error becomes a one-line message."""
+class Commands(click.Group):
+    """The command group, and the one place a user's error becomes a one-line message
+    (``python -m train``'s group too)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,7 +35,7 @@ class _Commands(click.Group):
             raise click.ClickException(str(e)) from e
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facevalue")
 def cli() -> None:
     """Emotion scores from photos of company executives, ready for a regression."""
@@ -269,9 +270,12 @@ def train(args: tuple[str, ...]) -> None:
     import sys
 
     if importlib.util.find_spec("tensorflow") is None:
-        raise click.ClickException("training needs TensorFlow and tf2onnx: "
-                                   "pip install '.[train]' in a clone of the repository")
+        raise click.ClickException(TRAIN_EXTRA)
     raise SystemExit(subprocess.call([sys.executable, "-m", "train", *args]))
+
+
+TRAIN_EXTRA = ("training needs TensorFlow and tf2onnx: pip install '.[train]' in a clone of "
+               "the repository")
 
 
 class Terminated(KeyboardInterrupt):

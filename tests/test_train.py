@@ -484,3 +484,60 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     assert log["epoch"].tolist() == [0, 1]
     assert np.allclose(log["select"], (log["val_accuracy"] + log["dev_accuracy"]) / 2)
     assert (run / fit_module.WEIGHTS).exists() and (run / fit_module.LAST_WEIGHTS).exists()
+
+
+def test_python_m_train_without_tensorflow_is_one_line(monkeypatch, tmp_path):
+    """Issue 20, defect 17: no 25-line ModuleNotFoundError from `python -m train fit`."""
+    import sys
+
+    from train.__main__ import cli as train_cli
+
+    for name in [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")
+                 or m in ("train.fit", "train.data", "train.archs")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("tensorflow", "keras"):  # as without the [train] extra: imports fail
+        monkeypatch.setitem(sys.modules, name, None)
+    data = write_fer_csv(tmp_path / "fer.csv", *fer_rows(14, 7))
+    result = CliRunner().invoke(train_cli, ["fit", "--data", str(data), "--out",
+                                            str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: training needs TensorFlow and tf2onnx: pip install '.[train]' in a clone of "
+        "the repository"]
+
+
+def test_a_shipped_model_is_replaced_only_with_force_and_ad_hoc_exports_say_so(
+        monkeypatch, tmp_path):
+    """Issue 20, defect 17: `train export RUN --out models/fvc2017.onnx` silently replaced the
+    shipped model, its card and SHA256SUMS; an export elsewhere named itself like it."""
+    from conftest import build_tiny_model
+
+    from facevalue.classify import Classifier
+    from train import modelfile
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    monkeypatch.setattr(modelfile, "SHIPPED", shipped.resolve())
+    import onnx
+
+    proto = onnx.load(build_tiny_model(tmp_path / "tiny.onnx"))
+    first = modelfile.write_model(proto, shipped / "fvc2017.onnx")  # a new name ships
+    with pytest.raises(modelfile.ModelFileError, match="shipped model.*--force"):
+        modelfile.write_model(proto, shipped / "fvc2017.onnx")
+    assert (shipped / "SHA256SUMS").read_text() == f"{first}  fvc2017.onnx\n"
+    assert Classifier(shipped / "fvc2017.onnx", "cpu").name == "fvc2017.onnx"
+    modelfile.write_model(proto, shipped / "fvc2017.onnx", force=True)
+    elsewhere = tmp_path / "exports" / "fvc2017.onnx"
+    modelfile.write_model(proto, elsewhere)
+    assert Classifier(elsewhere, "cpu").name == "fvc2017.onnx (ad hoc export)"
+
+
+def test_fit_checks_its_run_folder_is_writable_first(tmp_path):
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from train.fit import RunError, fit
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    data = write_fer_csv(tmp_path / "fer.csv", *fer_rows(14, 7))
+    with pytest.raises(RunError, match="cannot write the run folder"):
+        fit(data, "fvc2017", blocker / "run", epochs=1, verbose=0)

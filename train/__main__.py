@@ -7,8 +7,23 @@ import sys
 
 import click
 
+from facevalue.cli import TRAIN_EXTRA, Commands
 
-@click.group()
+
+class _Commands(Commands):
+    """facevalue's group (a FacevalueError is one line), and a missing [train] extra is one
+    line too: fit and export import TensorFlow."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in ("tensorflow", "keras", "tf2onnx"):
+                raise
+            raise click.ClickException(TRAIN_EXTRA) from e
+
+
+@click.group(cls=_Commands)
 def cli() -> None:
     """Train FER2013 emotion classifiers and export them to ONNX for facevalue."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -42,40 +57,38 @@ def cli() -> None:
 def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, photos, dev,
         limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
-    from facevalue.fer2013 import DataError
-    from train.fit import RunError
     from train.fit import fit as run_fit
 
-    try:
-        run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
-                teacher=teacher, mix_alpha=mix_alpha, photos=photos, dev=dev, limit=limit,
-                verbose=1 if sys.stderr.isatty() else 2)
-    except (RunError, DataError) as e:
-        raise click.ClickException(str(e)) from e
+    run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
+            teacher=teacher, mix_alpha=mix_alpha, photos=photos, dev=dev, limit=limit,
+            verbose=1 if sys.stderr.isatty() else 2)
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="Replace a shipped model in models/ (its card and sha256 too).")
 
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="ONNX file to write, e.g. models/NAME.onnx.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="ONNX file to write [default: exports/RUN.onnx]; models/NAME.onnx ships it.")
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="FER2013 data for the PublicTest checks [default: the run's own data].")
 @click.option("--tta", type=click.Choice(["auto", "hflip", "none"]), default="auto",
               show_default=True, help="Fold flip averaging in (auto: only if it helps).")
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Also write the model card NAME.md and its PNGs next to the model.")
-def export(runs, out, data, tta, card) -> None:
+@force_option
+def export(runs, out, data, tta, card, force) -> None:
     """Export the best checkpoint of RUN (or the mean of several RUNS' logits: a snapshot
     ensemble in one graph) to ONNX with calibration and the facevalue contract."""
-    from facevalue.fer2013 import DataError
+    from pathlib import Path
+
     from train.card import write_card
-    from train.export import ExportError
     from train.export import export as run_export
 
-    try:
-        result = run_export(list(runs), out, data=data, tta=tta)
-    except (ExportError, DataError) as e:
-        raise click.ClickException(str(e)) from e
+    out = out or str(Path("exports") / f"{Path(runs[-1]).name}.onnx")
+    result = run_export(list(runs), out, data=data, tta=tta, force=force)
     cal = result.calibration
     click.echo(f"wrote {out}: PublicTest accuracy {result.evaluation.accuracy:.4f} "
                f"(flips {result.tta}), T {cal.temperature:.3f}, ECE {cal.ece_before:.4f} -> "
@@ -91,16 +104,13 @@ def export(runs, out, data, tta, card) -> None:
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The FER2013 data MODEL was trained on: Training faces calibrate, "
                    "PublicTest faces check.")
-def quantize(model, out, data) -> None:
+@force_option
+def quantize(model, out, data, force) -> None:
     """Write an int8 copy of MODEL (an exported classifier), if it agrees with MODEL."""
-    from facevalue.fer2013 import DataError
-    from train.quantize import QuantizeError, write_card
     from train.quantize import quantize as run_quantize
+    from train.quantize import write_card
 
-    try:
-        result = run_quantize(model, out, data)
-    except (QuantizeError, DataError) as e:
-        raise click.ClickException(str(e)) from e
+    result = run_quantize(model, out, data, force=force)
     speed = result.faces_per_s
     click.echo(f"wrote {out}: PublicTest accuracy {result.int8_eval.accuracy:.4f} (float "
                f"{result.float_eval.accuracy:.4f}), top emotion agrees on "
@@ -120,18 +130,14 @@ def quantize(model, out, data) -> None:
                    "correction, PublicTest faces measure it.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="ONNX file to write, e.g. models/NAME-photo.onnx.")
-def adapt(model, photos, labels, data, out) -> None:
+@force_option
+def adapt(model, photos, labels, data, out, force) -> None:
     """Write MODEL with a correction for real photos fitted on labelled ones (the
     cross-validated figures are the ones to report; see train/adapt.py)."""
-    from facevalue.classify import ModelError
-    from facevalue.fer2013 import DataError
-    from train.adapt import AdaptError, write_card
     from train.adapt import adapt as run_adapt
+    from train.adapt import write_card
 
-    try:
-        result = run_adapt(model, photos, labels, data, out)
-    except (AdaptError, DataError, ModelError) as e:
-        raise click.ClickException(str(e)) from e
+    result = run_adapt(model, photos, labels, data, out, force=force)
     click.echo(f"wrote {out}: {result.photos} of {result.labelled} labelled photos had a face; "
                f"penalty {result.penalty:g}, parity {result.parity_max_abs:.1e}, PublicTest "
                f"accuracy {result.public[1].accuracy:.4f} (before {result.public[0].accuracy:.4f})")
@@ -142,7 +148,7 @@ def adapt(model, photos, labels, data, out) -> None:
         click.echo(f"{name:>16}: accuracy {figures['accuracy']:.4f} ({low:.4f}-{high:.4f}); "
                    f"recall {recall}")
     rebuild = (f"python -m train adapt {model} --photos {photos} --labels {labels} "
-               f"--data {data} --out {out}")
+               f"--data {data} --out {out}" + (" --force" if force else ""))
     click.echo(f"wrote {write_card(result, model, rebuild)}")
 
 

@@ -39,6 +39,7 @@ from onnx import helper, numpy_helper
 from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
 from facevalue.contract import LABELS, Contract
+from facevalue.errors import FacevalueError
 from facevalue.evaluate import (
     Evaluation,
     bootstrap_interval,
@@ -49,7 +50,7 @@ from facevalue.evaluate import (
 )
 from facevalue.runtime import new_session
 from train import calibrate
-from train.modelfile import derived_metadata, record_checksum, write_atomic
+from train.modelfile import check_target, derived_metadata, write_model
 from train.photos import main_face_crops
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ ANCHOR_WEIGHT = 1.0  # their total weight; the labelled photos' is 1
 HEAD_OPS = ("MatMul", "Gemm")
 
 
-class AdaptError(RuntimeError):
+class AdaptError(FacevalueError, RuntimeError):
     """Raised when a model cannot be adapted faithfully; nothing is written."""
 
 
@@ -310,9 +311,11 @@ def anchor_faces(data: str | Path, classifier: Classifier, seed: int
 
 
 def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str | Path,
-          out: str | Path, seed: int = 0) -> Adapted:
+          out: str | Path, seed: int = 0, force: bool = False) -> Adapted:
     """Fit the correction of the module docstring on the labelled photos (anchored on the
-    FER2013 ``data`` the model was trained on) and write ``model`` with it to ``out``."""
+    FER2013 ``data`` the model was trained on) and write ``model`` with it to ``out``
+    (``force``: even over a shipped model)."""
+    check_target(out, force)
     model, photos, out = Path(model), Path(photos), Path(out)
     classifier = Classifier(model, "cpu")
     if "facevalue.photo_correction" in classifier.contract.extra:
@@ -372,8 +375,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
             "facevalue.photo_accuracy_in_sample": json.dumps(in_sample)}
     onnx.helper.set_model_props(proto, meta)
     try:
-        digest = write_atomic(proto, out)
-        record_checksum(out, digest)
+        digest = write_model(proto, out, force)
     except OSError as e:  # a full disk, a parent that is a file: nothing half-written stays
         raise AdaptError(f"cannot write {out}: {e.strerror or e}") from e
     return Adapted(out, len(y), len(truth), before, crossval, in_sample, penalty, parity,

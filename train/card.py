@@ -204,7 +204,7 @@ def rebuild_commands(run: Path, model: Path, config: dict, tta: str,
     """The commands that rebuild this model from the data (``tta``: as exported; ``members``:
     the runs of an ensemble, ``run`` the last of them)."""
     runs = " ".join(f"runs/{name}" for name in members or [run.name])
-    export = f"python -m train export {runs} --out models/{model.name} --tta {tta}"
+    export = f"python -m train export {runs} --out models/{model.name} --tta {tta} --force"
     fits = [_fit_command(run, config)]
     while (parent := _init_run(config)) is not None:
         run, config = parent

@@ -29,9 +29,10 @@ import facevalue
 from facevalue import fer2013
 from facevalue.classify import to_input
 from facevalue.contract import LABELS, Contract
+from facevalue.errors import FacevalueError
 from facevalue.evaluate import Evaluation, score
 from train import calibrate
-from train.modelfile import record_checksum, write_atomic
+from train.modelfile import check_target, write_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ TTA_CHOICES = ("auto", "hflip", "none")
 CONTRACT = Contract(LABELS, (48, 48), "grayscale", "NHWC", 1 / 255, 0.0, "probabilities", {})
 
 
-class ExportError(RuntimeError):
+class ExportError(FacevalueError, RuntimeError):
     """Raised when a run cannot be exported faithfully; nothing is written."""
 
 
@@ -213,11 +214,12 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
 
 
 def export(run: str | Path | list[str | Path], out: str | Path, data: str | Path | None = None,
-           tta: str = "auto") -> Exported:
+           tta: str = "auto", force: bool = False) -> Exported:
     """Export the best checkpoint of ``run`` (or the ensemble of several runs) to ``out``;
     see the module docstring for the graph."""
     runs = [Path(r) for r in (run if isinstance(run, list) else [run])]
     out = Path(out)
+    check_target(out, force)
     if tta not in TTA_CHOICES:
         raise ExportError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
     models, config = load_members(runs)
@@ -238,7 +240,7 @@ def export(run: str | Path | list[str | Path], out: str | Path, data: str | Path
     evaluation = score(probs, public.labels, model=str(out), split="PublicTest")
     meta = metadata(runs, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
     onnx.helper.set_model_props(proto, meta)
-    record_checksum(out, write_atomic(proto, out))
+    write_model(proto, out, force)
     log.info("wrote %s: PublicTest accuracy %.4f, parity %.1e", out, evaluation.accuracy, parity)
     return Exported(out, evaluation, models[-1], accuracy_by_tta, tta, cal, parity,
                     meta)

@@ -15,22 +15,23 @@ import tensorflow as tf
 
 from facevalue import fer2013
 from facevalue.contract import LABELS
+from facevalue.errors import FacevalueError
 from train import archs
 from train.data import eval_dataset, to_inputs, training_dataset
 
 log = logging.getLogger(__name__)
 
 
-class RunError(ValueError):
+class RunError(FacevalueError, ValueError):
     """A run folder that cannot be used as asked (the message says which and why)."""
 
 
 # The best epoch's weights alone: enough to export the run or start the next cycle from it on
 # another machine (config.json names the architecture), small enough to commit.
 WEIGHTS = "best.weights.h5"
-# The last epoch's weights, also committed: a run stopped at any time (a session's end)
-# continues from them on a fresh checkout. The optimiser's moments are not kept (they would
-# double the file); the learning-rate schedule resumes at the right step.
+# The last epoch's weights (with the optimiser's state: Keras 3 saves it beside the weights),
+# also committed: a run stopped at any time (a session's end) continues from them on a fresh
+# checkout, its learning-rate schedule at the step it reached.
 LAST_WEIGHTS = "last.weights.h5"
 # The validation slice is the same for every run and seed, so runs compare on equal terms.
 VAL_SEED = 2013
@@ -173,7 +174,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if mix_alpha < 0:
             raise RunError(f"--mix must be >= 0 (0: no mixing), not {mix_alpha}")
         recipe = replace(recipe, mix_alpha=mix_alpha)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -228,9 +229,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
                       keras.losses.CategoricalCrossentropy(
                           from_logits=True, label_smoothing=recipe.label_smoothing),
                       metrics=["accuracy"])
-        if done_epochs:  # a fresh checkout: the committed last weights, the schedule's step
+        if done_epochs:  # a fresh checkout: the committed last weights (the optimiser's
+            model.optimizer.build(model.trainable_variables)  # moments are in the file too)
             model.load_weights(out / LAST_WEIGHTS)
-            model.optimizer.build(model.trainable_variables)
             model.optimizer.iterations.assign(done_epochs * steps)
     started = time.time()
     model.fit(
@@ -257,6 +258,19 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """Make the run folder and write a probe file in it: a folder that cannot take the
+    checkpoints fails now, not after the first epoch's minutes."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise RunError(f"cannot write the run folder {out}: {e.strerror or e}") from e
 
 
 def labelled_photos(folder: str | Path, labels: str | Path) -> tuple[fer2013.FaceSet, dict]:

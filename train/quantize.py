@@ -22,8 +22,9 @@ import onnx
 
 from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
+from facevalue.errors import FacevalueError
 from facevalue.evaluate import Evaluation, score, to_crops
-from train.modelfile import derived_metadata, record_checksum, write_atomic
+from train.modelfile import check_target, derived_metadata, write_model
 
 MAX_ACCURACY_DROP = 0.005
 MIN_AGREEMENT = 0.98
@@ -32,7 +33,7 @@ METHOD = ("int8 static (onnxruntime QDQ, per-channel int8 weights, uint8 activat
           "the logits layer, temperature and softmax stay float32)")
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(FacevalueError, RuntimeError):
     """Raised when a model cannot be quantised faithfully; nothing is written."""
 
 
@@ -52,8 +53,10 @@ class Quantized:
 
 def quantize(model: str | Path, out: str | Path, data: str | Path, seed: int = 0,
              max_drop: float = MAX_ACCURACY_DROP,
-             min_agreement: float = MIN_AGREEMENT) -> Quantized:
-    """Write an int8 copy of ``model`` to ``out`` if it passes the checks; see the module doc."""
+             min_agreement: float = MIN_AGREEMENT, force: bool = False) -> Quantized:
+    """Write an int8 copy of ``model`` to ``out`` if it passes the checks; see the module doc.
+    ``force`` replaces a shipped model (``train.modelfile.write_model``)."""
+    check_target(out, force)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -117,7 +120,7 @@ def quantize(model: str | Path, out: str | Path, data: str | Path, seed: int = 0
             "facevalue.int8_max_abs_diff": f"{diff.max():.4f}",
             "facevalue.int8_mean_abs_diff": f"{diff.mean():.5f}"}
     onnx.helper.set_model_props(proto, meta)
-    record_checksum(out, write_atomic(proto, out))
+    write_model(proto, out, force)
     return Quantized(out, model, float_eval, int8_eval, agreement, float(diff.max()),
                      float(diff.mean()), speed)
 
@@ -171,7 +174,7 @@ def write_card(result: Quantized) -> Path:
         "with the Keras network to 1e-5 matters more than speed.", "",
         "## Rebuild", "",
         f"```sh\npython -m train quantize models/{source.name} --out models/{out.name} "
-        "--data fer2013.csv.gz\n```", ""]
+        "--data fer2013.csv.gz --force\n```", ""]
     card = out.with_suffix(".md")
     card.write_text("\n".join(lines))
     return card
