@@ -162,12 +162,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements of one run; each small one ``--repeat`` times, interleaved, and the
     median kept (a shared virtual machine's second core comes and goes)."""
     cores, work, n = default_workers(), args.work, args.n
-    models = {model.stem: model for model in (*SHIPPED_MODELS, args.model)}
+    shipped = [m for m in SHIPPED_MODELS if args.models is None or m.stem in args.models]
+    models = {model.stem: model for model in (*shipped, args.model)}
     results: dict[str, Any] = {"machine": machine(), "n": n, "large": args.large,
                                "repeat": args.repeat, "model": args.model.name, "runs": {},
                                "classifier": {}}
     samples: dict[str, list[dict[str, Any]]] = {}
-    bounds: dict[str, list[dict[str, float]]] = {"jpeg": [], "full": []}
+    # --quick: the jpeg mix at one worker per core only (fits a short pause of a training run)
+    bounds: dict[str, list[dict[str, float]]] = {"jpeg": []} if args.quick else {
+        "jpeg": [], "full": []}
 
     def score(mix: str, count: int, workers: int, model: Path, rerun: bool = False) -> None:
         photos = corpus.build(work / "corpus", count, mix).photos
@@ -179,16 +182,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.repeat):
         for mix in bounds:
             bounds[mix].append(decode_bound(corpus.build(work / "corpus", n, mix).photos, cores))
-        for workers in sorted({1, cores}):
+        for workers in sorted({cores} if args.quick else {1, cores}):
             score("jpeg", n, workers, args.model)
-        score("jpeg", n, cores, args.model, rerun=True)  # on the output just written
+        if not args.quick:
+            score("jpeg", n, cores, args.model, rerun=True)  # on the output just written
         for name, model in models.items():
             if name != args.model.stem:
                 score("jpeg", n, cores, model)
-        score("full", n, cores, args.model)
+        if not args.quick:
+            score("full", n, cores, args.model)
     jpeg = corpus.build(work / "corpus", n, "jpeg").photos
     for name, model in models.items():
-        results["classifier"][name] = classifier_check(jpeg, model)
+        if not args.quick:
+            results["classifier"][name] = classifier_check(jpeg, model)
     if args.large:
         score("jpeg", args.large, cores, args.model)
     for mix, taken in bounds.items():
@@ -228,7 +234,9 @@ def table(results: dict[str, Any]) -> str:
              "bounds are medians too. The last two columns divide by the decode bounds.", "",
              "| corpus | what | photos/s | faces/s | of full decode | of reduced decode "
              "| peak RSS MB |", "|---|---|---:|---:|---:|---:|---:|"]
-    for mix in ("jpeg", "full"):
+    for mix in corpus.MIXES:
+        if f"bound_{mix}" not in results:
+            continue
         bound = results[f"bound_{mix}"]
         lines += [f"| {mix} {n} | decode only: OpenCV, full size | "
                   f"{bound['decode_full_photos_s']:.0f} | | 1.00 | | |",
@@ -297,6 +305,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="classifier [default: the shipped default model]; every "
                              "other shipped classifier is also timed")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="time only these other shipped classifiers (names such as "
+                             "fvnet) beside --model [default: every one]")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the jpeg mix, one worker per core, no rerun and no "
+                             "classifier check: a run that fits a short pause of other work")
     parser.add_argument("--work", type=Path, default=HERE / "out",
                         help="corpora and outputs go here")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "results.json")
