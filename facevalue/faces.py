@@ -35,15 +35,16 @@ from facevalue.storage import Location, open_location
 log = logging.getLogger(__name__)
 
 # JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least DETECT_SIDE:
-# libjpeg skips most of the work for free, and the detector sees the photo at 128 px (its
-# tiles at 256 px) anyway. 512 px rather than 256: a face a sixth of the photo wide then
-# still fills a MIN_CROP_SIDE crop, so portraits need one decode (bench/README.md).
-DETECT_SIDE = 512
+# libjpeg skips part of the work, and the detector sees the photo at 128 px (its tiles, half
+# the photo, at 128 px too) anyway. 256 px: a face a fifth of the photo wide still fills a
+# MIN_CROP_SIDE crop, so portraits need one decode; a 2048 px JPEG decodes at 1/8 in 0.84 of
+# the time of 1/4 (bench/README.md, issue 22).
+DETECT_SIDE = 256
 # A face is cropped from that reduced copy when its square crop has at least this many pixels
-# a side, twice the classifier's 48; a smaller face is cropped from a larger decode. On
-# faces-dev faces, crops of 50-70 reduced pixels lost ~2 points of accuracy against crops
-# from the full photo; crops of ~100 pixels lost none.
-MIN_CROP_SIDE = 96
+# a side, 4/3 of the classifier's 48; a smaller face is cropped from a larger decode. With
+# eye-aligned crops, faces-dev faces cropped at 64-96 px from a 1/4-scale copy score as well
+# as the same faces cropped from a larger decode (bench/crop_side.py).
+MIN_CROP_SIDE = 64
 
 
 @dataclass(frozen=True)

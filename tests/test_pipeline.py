@@ -203,8 +203,8 @@ def test_options_are_validated() -> None:
 
 def test_small_faces_are_cropped_from_a_larger_decode(detector: FaceDetector,
                                                       tiny_model: Path) -> None:
-    # A portrait a fifth of a 3000 px photo: detected on a 1/4-scale decode, where its crop
-    # would be under MIN_CROP_SIDE pixels, so it is cropped from a 1/2-scale decode instead.
+    # A portrait a sixth of a 3000 px photo: detected on a 1/8-scale decode, where its crop
+    # would be under MIN_CROP_SIDE pixels, so it is cropped from a 1/4-scale decode instead.
     canvas = np.full((1800, 3000, 3), 90, np.uint8)
     canvas[600:1200, 1200:1712] = portrait()
     contract = Classifier(tiny_model, device="cpu").contract
@@ -213,7 +213,9 @@ def test_small_faces_are_cropped_from_a_larger_decode(detector: FaceDetector,
     box = item.boxes[0]  # in original pixels
     assert 1200 < box.x < 1712 and 600 < box.y < 1200
     full = crop_faces(canvas, [box], (48, 48), "grayscale")
-    assert np.abs(item.crops.astype(int) - full).mean() < 8  # the same face, the same crop
+    # the same face, the same crop (softer: cut from ~75 px of the 1/4 copy, which scores as
+    # well as a crop from the full photo on faces-dev, bench/crop_side.py)
+    assert np.abs(item.crops.astype(int) - full).mean() < 10
 
 
 def test_a_tree_full_of_traps_scores_each_photo_once(tmp_path: Path, tiny_model: Path) -> None:
