@@ -2,8 +2,7 @@
 
 FER2013 accuracy says how a classifier does on FER2013's own 48x48 crops; this says how the
 whole tool does on photos: ``facevalue score`` (detector, crop, classifier) on 838
-crowd-labelled one-person portraits, top emotion against the label. It also reports how often
-the int8 default and the float fvnet pick the same emotion on real photos.
+crowd-labelled one-person portraits, top emotion against the label.
 
     python bench/faces_dev.py /work/shared/data/faces-dev --readme bench/README.md
 
@@ -35,8 +34,7 @@ LABELS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happ
 def score_models(images: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each shipped model's main-face rows joined with the labels, by model name.
 
-    The accuracy is ``facevalue evaluate --labels``'s (``evaluate.score_photos``); the rows
-    are kept for the int8/float agreement.
+    The accuracy is ``facevalue evaluate --labels``'s (``evaluate.score_photos``).
     """
     results = {}
     truth = dict(zip(labels["file"], labels["truth"], strict=True))
@@ -54,7 +52,7 @@ def score_models(images: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def table(results: dict[str, pd.DataFrame], labels_sha256: str) -> str:
-    """Markdown: accuracy overall and per label, and int8/float agreement."""
+    """Markdown: accuracy overall and per label."""
     first = next(iter(results.values()))
     classes = [c for c in LABELS.values() if (first["truth"] == c).any()]
     lines = [f"{len(first)} faces-dev photos, `facevalue score` with each shipped model "
@@ -80,13 +78,6 @@ def table(results: dict[str, pd.DataFrame], labels_sha256: str) -> str:
             lines.append(f"| **{name}, cross-validated** (the figure to report; "
                          f"{cv['folds']} folds, from its metadata) | {ok.sum()} | "
                          f"{cv['accuracy']:.1%} ({low:.1%}-{high:.1%}) | | {recall} |")
-    if {"fvnet", "fvnet-int8"} <= results.keys():
-        same = (results["fvnet"]["emotion"] == results["fvnet-int8"]["emotion"]).mean()
-        gap = (results["fvnet"][list(LABELS.values())]
-               - results["fvnet-int8"][list(LABELS.values())]).abs()
-        lines += ["", f"fvnet-int8 and fvnet pick the same emotion for {same:.1%} of photos; "
-                  f"their probabilities differ by {gap.mean().mean():.4f} on average "
-                  f"({gap.max().max():.3f} at most)."]
     return "\n".join(lines) + "\n"
 
 

@@ -93,7 +93,7 @@ def table(results: dict[str, pd.DataFrame], n: int, top: int = 8) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("faces_dev", type=Path, help="the faces-dev folder (images/, labels.csv)")
-    parser.add_argument("--models", nargs="+", default=["fvnet-int8"],
+    parser.add_argument("--models", nargs="+", default=["fvnet"],
                         help="shipped model names or ONNX paths")
     parser.add_argument("--readme", type=Path, help="write the table into this README")
     args = parser.parse_args()

@@ -19,11 +19,10 @@ from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.errors import FacevalueError
 from facevalue.runtime import ORT_ERRORS, ModelSession, short
 
-# The first of these found in the shipped models folder is the default classifier:
-# fvnet-int8 (fvnet quantised to int8, three times as fast with the same accuracy) corrected
-# for real photos (models/fvnet-photo.md, train/adapt.py).
-DEFAULT_MODELS = ("fvnet-photo.onnx", "fvnet-int8.onnx", "fvnet.onnx", "fvc2017.onnx",
-                  "fvnet64.onnx")
+# The first of these found in the shipped models folder is the default classifier: the float
+# fvnet corrected for real photos (models/fvnet-photo-fp32.md, train/adapt.py). Float, not
+# int8: int8 kernels give other numbers on CPUs without VNNI (tests/test_models_reproducible).
+DEFAULT_MODELS = ("fvnet-photo-fp32.onnx", "fvnet.onnx", "fvc2017.onnx", "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
 
 

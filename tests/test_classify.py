@@ -108,9 +108,9 @@ def test_default_model_prefers_fvnet_and_checks_its_hash(
     digest = hashlib.sha256(newer.read_bytes()).hexdigest()
     (checkout / "SHA256SUMS").write_text(f"{digest}  fvnet.onnx\n")
     assert load_classifier(device="cpu").sha256 == digest
-    int8 = build_tiny_model(installed / "fvnet-int8.onnx", seed=3)
-    assert default_model() == int8
-    photo = build_tiny_model(installed / "fvnet-photo.onnx", seed=4)
+    fvnet = build_tiny_model(installed / "fvnet.onnx", seed=3)
+    assert default_model() == fvnet
+    photo = build_tiny_model(installed / "fvnet-photo-fp32.onnx", seed=4)
     assert default_model() == photo  # the first of DEFAULT_MODELS in the first folder
 
 
