@@ -210,10 +210,13 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher", "photos", "dev")
-        if ({k: previous.get(k) for k in keys} != {k: config.get(k) for k in keys}
+        if (_identity(previous) != _identity(config)
                 or previous.get("recipe", {}).get("mix_alpha", 0.0) != recipe.mix_alpha):
             raise RunError(f"{out} holds a different run; choose another --out")
+        for key in ("photos", "dev"):
+            if (previous.get(key) or {}).get("sha256") != (config.get(key) or {}).get("sha256"):
+                log.warning("the %s crops differ from the run's start (facevalue's crop path "
+                            "or detector changed); continuing on the new crops", key)
         log.info("resuming %s at epoch %d/%d", out, done_epochs + 1, epochs)
     else:
         config_path.write_text(json.dumps(config, indent=2))
@@ -258,6 +261,14 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
     return out
+
+
+def _identity(config: dict) -> dict:
+    """What makes two configs one run: the photo sets by folder, labels and size, not by the
+    crops' fingerprint (which follows facevalue's crop code: a resume logs that change)."""
+    keys = ("arch", "epochs", "seed", "data_sha256", "init", "teacher", "photos", "dev")
+    return {k: {**config[k], "sha256": None} if k in ("photos", "dev") and config.get(k)
+            else config.get(k) for k in keys}
 
 
 def _check_writable(out: Path) -> None:

@@ -23,7 +23,7 @@ from facevalue.contract import LABELS, Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import discover
 from facevalue.evaluate import read_labels
-from facevalue.faces import Options, find_faces
+from facevalue.faces import DETECT_SIDE, MIN_CROP_SIDE, Options, find_faces
 from facevalue.fer2013 import DataError, FaceSet
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,11 @@ def main_face_crops(photos: Path, truth: dict[str, str], contract: Contract
 
 
 def fingerprint(photos: Path, labels: Path) -> str:
-    """sha256 over the labels file, every labelled photo's bytes and facevalue's version:
-    what decides the crops (and what a run's config.json records as its photo data)."""
-    digest = hashlib.sha256(__version__.encode())
+    """sha256 over the labels file, every labelled photo's bytes, facevalue's version, the
+    detector and the decode/crop sizes: what decides the crops (and what a run's config.json
+    records as its photo data)."""
+    crop_path = f"{__version__} {FaceDetector().name} {DETECT_SIDE} {MIN_CROP_SIDE}"
+    digest = hashlib.sha256(crop_path.encode())
     digest.update(labels.read_bytes())
     for path in sorted(read_labels(labels)):
         target = photos / path
