@@ -1,9 +1,10 @@
 """What an engine is given and what it gives back: photos in, results out.
 
 The job (``facevalue.pipeline``) owns everything that is the same for every engine: the
-options, the models, the metadata, the saved results, the rows and both tables. An engine
-only turns chunks of photos into their ``PhotoResult``s, one list per chunk and in order:
-``facevalue.local`` with threads on this machine, ``facevalue.ray_engine`` on Ray Data.
+options, the models, the metadata, the saved results (photos with one never reach an
+engine), the rows and both tables. An engine is a stream: the photos still to score in, one
+``PhotoResult`` per photo out, in the photos' order; ``facevalue.local`` with threads on this
+machine, ``facevalue.ray_engine`` on Ray Data.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from facevalue.discover import Photo
 from facevalue.errors import FacevalueError
 from facevalue.faces import Options
 from facevalue.geometry import FaceMesh
-from facevalue.state import PhotoResult
+from facevalue.records import PhotoResult
 from facevalue.storage import Location
 
 STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
@@ -61,6 +62,7 @@ class RunStats:
         self.faces = 0
         self.scored = 0
         self.reused = 0
+        self.workers = 0  # set by the engine: threads locally, actors on Ray (0: not started)
 
     def charge(self, stage: str, since: float) -> None:
         """Add the time since ``since`` (a ``time.perf_counter()``) to a stage."""
@@ -74,9 +76,7 @@ class RunStats:
 
 
 class Engine(Protocol):
-    """Turns chunks of photos into their results; the job does the rest."""
-
-    workers: int  # what the summary reports: threads locally, actors on Ray
+    """Turns photos into their results; the job does the rest."""
 
     def load(self, model: str | Path | None, device: str, threads: int | None,
              geometry: bool) -> tuple[Models, int]:
@@ -85,9 +85,13 @@ class Engine(Protocol):
     def arguments(self) -> Mapping[str, Any]:
         """What the engine adds to the tables' ``facevalue.arguments``."""
 
-    def score(self, chunks: Iterable[list[Photo]], work: Work,
-              stats: RunStats) -> Iterator[list[PhotoResult]]:
-        """One list of results per chunk, in the chunks' order and the photos' order."""
+    def score(self, photos: Iterable[Photo], work: Work,
+              stats: RunStats) -> Generator[PhotoResult, None, None]:
+        """One result per photo, in the photos' order, taking photos as it needs them.
+
+        Sets ``stats.workers`` and adds its stages' seconds to ``stats``. The job closes the
+        stream once it has every result, so an engine's cleanup (Ray's shutdown) runs then.
+        """
 
 
 def load_models(model: str | Path | None, device: str, threads: int,

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facevalue.classify import shipped_file
-from facevalue.columns import GEOMETRY
 from facevalue.detect import Box, square_transform
 from facevalue.errors import FacevalueError
+from facevalue.records import Geometry
 from facevalue.runtime import ModelSession
 
 log = logging.getLogger(__name__)
@@ -103,25 +104,24 @@ class FaceMesh:
         return np.concatenate(points), np.concatenate(scores)
 
     def measure(self, crops: np.ndarray, matrices: np.ndarray,
-                batch_size: int = 64) -> np.ndarray:
-        """float64 (n, len(GEOMETRY)): each face's geometry, in photo pixels and degrees.
+                batch_size: int = 64) -> list[Geometry]:
+        """Each face's geometry, in photo pixels and degrees.
 
         fWHR is the mean of the face and its mirror image: the mesh's outline points move
         by a few per cent with the face's tilt and framing, and the mirror's errors partly
         cancel them (on the sample portraits, rotations of up to 15 degrees and scales of
-        0.5-2x then move fWHR by under 3%, against 4% without). The other columns come from
+        0.5-2x then move fWHR by under 3%, against 4% without). The other measures come from
         the face as photographed.
         """
         points, scores = self.landmarks(np.concatenate([crops, crops[:, :, ::-1]]),
                                         batch_size)
         n = len(crops)
-        rows = []
+        faces = []
         for i in range(n):
-            row = measure_face(to_photo(points[i], matrices[i]), scores[i], sharpness(crops[i]))
-            mirrored = measure_face(points[n + i], scores[n + i], row[5])
-            row[0] = (row[0] + mirrored[0]) / 2
-            rows.append(row)
-        return np.array(rows, np.float64).reshape(n, len(GEOMETRY))
+            face = measure_face(to_photo(points[i], matrices[i]), scores[i], sharpness(crops[i]))
+            mirrored = measure_face(points[n + i], scores[n + i], face.sharpness)
+            faces.append(replace(face, fwhr=(face.fwhr + mirrored.fwhr) / 2))
+        return faces
 
 
 def to_photo(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -158,8 +158,8 @@ def pose(points: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-def measure_face(points: np.ndarray, score: float, sharp: float) -> list[float]:
-    """One face's row of GEOMETRY from its photo-pixel mesh points."""
+def measure_face(points: np.ndarray, score: float, sharp: float) -> Geometry:
+    """One face's geometry from its photo-pixel mesh points."""
     yaw, pitch, roll = pose(points)
     level = rotate(points[:, :2], -roll)
     width = abs(level[WIDTH_POINTS[1], 0] - level[WIDTH_POINTS[0], 0])
@@ -170,7 +170,7 @@ def measure_face(points: np.ndarray, score: float, sharp: float) -> list[float]:
     ok = (abs(yaw) <= MAX_YAW and abs(pitch) <= MAX_PITCH and eyes >= MIN_EYE_DISTANCE
           and sharp >= MIN_SHARPNESS and score >= MIN_LANDMARK_SCORE)
     fwhr = width / height if height > 0 else math.nan
-    return [fwhr, yaw, pitch, roll, eyes, sharp, score, float(ok)]
+    return Geometry(fwhr, yaw, pitch, roll, eyes, sharp, float(score), bool(ok))
 
 
 def rotate(xy: np.ndarray, degrees: float) -> np.ndarray:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from facevalue.discover import Photo
 from facevalue.engine import Models, RunStats, Work, default_workers, load_models
 from facevalue.faces import PhotoFaces, find_faces
+from facevalue.records import PhotoResult
 from facevalue.rows import classify_results
-from facevalue.state import PhotoResult
 
 # Chunks handed to the workers beyond the one being classified, so they never wait for it.
 AHEAD = 2
@@ -45,20 +46,27 @@ class LocalEngine:
     def arguments(self) -> Mapping[str, Any]:
         return {}
 
-    def score(self, chunks: Iterable[list[Photo]], work: Work,
-              stats: RunStats) -> Iterator[list[PhotoResult]]:
+    def score(self, photos: Iterable[Photo], work: Work,
+              stats: RunStats) -> Generator[PhotoResult, None, None]:
+        stats.workers = self.workers  # also when every photo's result is saved
+        return self._stream(photos, work, stats)
+
+    def _stream(self, photos: Iterable[Photo], work: Work,
+                stats: RunStats) -> Generator[PhotoResult, None, None]:
+        """Chunks of ``chunk_size`` photos to the workers, AHEAD of the one classified."""
         pending: deque[list[Future[PhotoFaces]]] = deque()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facevalue")
         contract = work.models.classifier.contract
+        iterator = iter(photos)
         try:
-            for chunk in chunks:
+            while chunk := list(islice(iterator, work.options.chunk_size)):
                 pending.append([pool.submit(find_faces, photo, work.location,
                                             work.models.detector, contract, work.options)
                                 for photo in chunk])
                 if len(pending) > AHEAD:
-                    yield _classify(pending.popleft(), work, stats)
+                    yield from _classify(pending.popleft(), work, stats)
             while pending:
-                yield _classify(pending.popleft(), work, stats)
+                yield from _classify(pending.popleft(), work, stats)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -2,8 +2,9 @@
 
 Its beginning and end exist once, for every engine: options, models, metadata, ids, the
 schema, the saved results, the rows, the two tables and the summary. An engine
-(``facevalue.local``, ``facevalue.ray_engine``) only turns chunks of photos into their
-results; the per-photo step is ``facevalue.faces``, the rows ``facevalue.rows``.
+(``facevalue.local``, ``facevalue.ray_engine``) only turns the photos without a saved result
+into their results, in order; the per-photo step is ``facevalue.faces``, the records
+``facevalue.records``, the rows ``facevalue.rows``.
 
 Memory stays flat however many photos there are: photos go to the engine in chunks, rows go
 to disk as they are made, and the company table is computed from the written file. Results
@@ -21,7 +22,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facevalue import __version__, aggregate, discover, storage, write
-from facevalue.columns import ERROR, GEOMETRY
+from facevalue.columns import ERROR
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PIXELS
 from facevalue.detect import ALIGN, CROP_SCALE, CROP_SHIFT
@@ -42,8 +43,9 @@ from facevalue.discover import Photo
 from facevalue.engine import Engine, Models, RunStats, Work
 from facevalue.faces import DETECT_SIDE, MIN_CROP_SIDE, Options
 from facevalue.local import LocalEngine
+from facevalue.records import PhotoResult
 from facevalue.rows import result_rows
-from facevalue.state import FACE_COLUMNS, PhotoResult, SavedResults, state_folder
+from facevalue.state import SavedResults, state_folder
 from facevalue.storage import FileKey, Location
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
         raise _output_error(e.filename or out, e) from e
     return Summary(str(out), companies, n_photos, stats.faces,
                    dict(stats.statuses.most_common()), stats.scored, stats.reused,
-                   time.perf_counter() - started, dict(stats.seconds), engine.workers)
+                   time.perf_counter() - started, dict(stats.seconds), stats.workers)
 
 
 def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[str],
@@ -196,17 +198,15 @@ def _saved_results(out: str | Path, models: Models, options: Options,
         return nullcontext(None)
     mesh = models.mesh.name if models.mesh else None
     setup = setup_key(models.classifier.sha256, models.detector.name, options, location, mesh)
-    columns = FACE_COLUMNS + (len(GEOMETRY) if mesh else 0)
-    return SavedResults(state_folder(storage.local_path(out)), setup, columns)
+    return SavedResults(state_folder(storage.local_path(out)), setup, mesh is not None)
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """A chunk on its way through the engine: its photos, keys and saved results."""
+class _Entry(NamedTuple):
+    """A photo in the job's order: its file key and, when found, its saved result."""
 
-    photos: list[Photo]
-    keys: list[FileKey | None]
-    saved: list[PhotoResult | None]
+    photo: Photo
+    key: FileKey | None
+    saved: PhotoResult | None
 
 
 def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResults | None,
@@ -214,42 +214,88 @@ def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResult
              progress: Callable[[int], None] | None) -> Iterator[list[dict[str, Any]]]:
     """Each chunk's rows, in photo order: saved results where found, the engine's otherwise.
 
-    Photos are looked up as the engine asks for the next chunk, and files are stat'ed before
-    the engine reads them: a file changed in between is saved under its old key and so scored
-    again next time, never reused stale. New results are saved once their chunk is done.
+    The engine takes the photos without a saved result and gives their results back in
+    order; walking every entry, the job takes the next fresh result where it has no saved
+    one. New results are saved once a chunk of photos is done.
     """
-    pending: deque[_Chunk] = deque()
-
-    def to_score() -> Iterator[list[Photo]]:
-        iterator = iter(photos)
-        while chunk := list(islice(iterator, work.options.chunk_size)):
-            since = time.perf_counter()
-            keys = [work.location.key(p.path) if saved is not None and p.status is None
-                    else None for p in chunk]
-            found = [saved.lookup(k) if saved is not None and k else None for k in keys]
-            stats.charge("state", since)
-            pending.append(_Chunk(chunk, keys, found))
-            yield [photo for photo, result in zip(chunk, found, strict=True) if result is None]
-
-    for fresh in engine.score(to_score(), work, stats):
-        chunk = pending.popleft()
-        new = iter(fresh)
-        results = [result if result is not None else next(new) for result in chunk.saved]
-        if saved is not None:
-            since = time.perf_counter()
-            saved.save([(key, result) for key, result, old in
-                        zip(chunk.keys, results, chunk.saved, strict=True)
-                        if key is not None and old is None and _keep(result)])
-            stats.charge("state", since)
-        stats.count(results)
-        stats.scored += len(fresh)
-        stats.reused += len(results) - len(fresh)
-        yield [row for photo, result in zip(chunk.photos, results, strict=True)
-               for row in result_rows(photo, result)]
-        if progress is not None:
-            progress(len(chunk.photos))
+    entries = _Entries(_look_up(photos, work, saved, stats))
+    with closing(engine.score(entries.to_score(), work, stats)) as fresh:
+        while chunk := list(islice(entries, work.options.chunk_size)):
+            results = [entry.saved if entry.saved is not None else next(fresh)
+                       for entry in chunk]
+            if saved is not None:
+                since = time.perf_counter()
+                saved.save([(entry.key, result) for entry, result in
+                            zip(chunk, results, strict=True)
+                            if entry.key is not None and entry.saved is None and _keep(result)])
+                stats.charge("state", since)
+            reused = sum(entry.saved is not None for entry in chunk)
+            stats.count(results)
+            stats.reused += reused
+            stats.scored += len(chunk) - reused
+            yield [row for entry, result in zip(chunk, results, strict=True)
+                   for row in result_rows(entry.photo, result)]
+            if progress is not None:
+                progress(len(chunk))
     if saved is not None:
         saved.check()  # still ours: no other run can be writing these outputs
+
+
+class _Entries:
+    """The run's entries in order, each looked up once, read by the job and the engine at
+    their own pace.
+
+    Iterating gives the job every entry; ``to_score()`` gives the engine the photos without
+    a saved result, as far ahead as it reads. Whichever side reaches a photo first looks it
+    up, so its file is stat'ed before the engine reads it: a file changed in between is
+    saved under its old key and so scored again next time, never reused stale. An entry
+    waits only while one side has passed it and the other has not: for the job, the
+    entries the engine read ahead; for the engine, at most one photo (the job cannot pass a
+    photo to score without its result).
+    """
+
+    def __init__(self, source: Iterator[_Entry]) -> None:
+        self._source = source
+        self._for_job: deque[_Entry] = deque()  # passed by the engine, not yet by the job
+        self._for_engine: deque[Photo] = deque()  # to score, passed by the job only
+
+    def __iter__(self) -> Iterator[_Entry]:
+        return self
+
+    def __next__(self) -> _Entry:
+        if self._for_job:
+            return self._for_job.popleft()
+        entry = next(self._source)
+        if entry.saved is None:
+            self._for_engine.append(entry.photo)
+        return entry
+
+    def to_score(self) -> Iterator[Photo]:
+        """The photos without a saved result, in order."""
+        while True:
+            if self._for_engine:
+                yield self._for_engine.popleft()
+                continue
+            entry = next(self._source, None)
+            if entry is None:
+                return
+            self._for_job.append(entry)
+            if entry.saved is None:
+                yield entry.photo
+
+
+def _look_up(photos: list[Photo], work: Work, saved: SavedResults | None,
+             stats: RunStats) -> Iterator[_Entry]:
+    """Each photo with its file key and saved result (none without saved results, or for a
+    photo discovery already gave a status), looked up a chunk at a time."""
+    iterator = iter(photos)
+    while chunk := list(islice(iterator, work.options.chunk_size)):
+        since = time.perf_counter()
+        keys = [work.location.key(p.path) if saved is not None and p.status is None
+                else None for p in chunk]
+        found = [saved.lookup(k) if saved is not None and k else None for k in keys]
+        stats.charge("state", since)
+        yield from map(_Entry, chunk, keys, found)
 
 
 def _keep(result: PhotoResult) -> bool:

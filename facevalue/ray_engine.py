@@ -41,9 +41,9 @@ from facevalue.discover import Photo
 from facevalue.engine import EngineError, Models, RunStats, Work, load_models
 from facevalue.faces import Options, PhotoFaces, find_faces
 from facevalue.geometry import FaceMesh
+from facevalue.records import PhotoResult
 from facevalue.rows import classify_results
 from facevalue.runtime import DeviceError
-from facevalue.state import PhotoResult
 from facevalue.storage import Location
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,6 @@ class RayEngine:
     """
 
     options: RayOptions = field(default_factory=RayOptions)
-    workers: int = 0  # actors of the last run
 
     def load(self, model: str | Path | None, device: str, threads: int | None,
              geometry: bool) -> tuple[Models, int]:
@@ -116,12 +115,10 @@ class RayEngine:
     def arguments(self) -> Mapping[str, Any]:
         return {"engine": "ray", "ray_address": self.options.address}
 
-    def score(self, chunks: Iterable[list[Photo]], work: Work,
-              stats: RunStats) -> Iterator[list[PhotoResult]]:
-        chunks = list(chunks)  # Ray Data plans the whole dataset at once
-        todo = [photo for chunk in chunks for photo in chunk]
+    def score(self, photos: Iterable[Photo], work: Work,
+              stats: RunStats) -> Generator[PhotoResult, None, None]:
+        todo = list(photos)  # Ray Data plans the whole dataset at once
         if not todo:
-            yield from ([] for _ in chunks)
             return
         with ray_session(self.options) as ray:
             models = work.models
@@ -131,9 +128,8 @@ class RayEngine:
                       ship(ray, models.mesh.path) if models.mesh else None)
             # closed before Ray shuts down: an open Ray Data iterator, collected later,
             # printed "Ray is not initialized" tracebacks after every run
-            with closing(run(ray, job, todo, self)) as results:
-                for chunk in chunks:
-                    yield [next(results) for _ in chunk]
+            with closing(run(ray, job, todo, self.options, stats)) as results:
+                yield from results
 
 
 @dataclass(frozen=True)
@@ -284,15 +280,15 @@ class ScorePhotos:
         return self.classify.results(self.find.find(batch))
 
 
-def run(ray: Any, job: Job, photos: list[Photo],
-        engine: RayEngine) -> Generator[PhotoResult, None, None]:
+def run(ray: Any, job: Job, photos: list[Photo], options: RayOptions,
+        stats: RunStats) -> Generator[PhotoResult, None, None]:
     """Score the photos on Ray; their results one by one, in the photos' order."""
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
     # Discovery order, as locally; progress is the job's, not Ray's own bars.
     context.execution_options.preserve_order, context.enable_progress_bars = True, False
     try:
-        dataset = plan(ray, job, photos, engine)
+        dataset, stats.workers = plan(ray, job, photos, options)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for item in batch.column("result").to_pylist():
                 yield pickle.loads(item)
@@ -300,9 +296,9 @@ def run(ray: Any, job: Job, photos: list[Photo],
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def plan(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Any:
-    """The Ray Data pipeline: fused CPU actors, or CPU finders feeding GPU classifiers."""
-    options = engine.options
+def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[Any, int]:
+    """The Ray Data pipeline and its number of actors: fused CPU actors, or CPU finders
+    feeding GPU classifiers."""
     resources = ray.cluster_resources()
     cpus, gpus = max(1, int(resources.get("CPU", 1))), resources.get("GPU", 0)
     if job.device == "cuda" and not gpus:
@@ -310,7 +306,6 @@ def plan(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Any:
     split = options.split if options.split is not None else (job.device != "cpu" and gpus > 0)
     classifiers = max(1, math.floor(gpus / options.gpu_share)) if split and gpus else 1
     actors = max(1, cpus - classifiers) if split else cpus
-    engine.workers = actors + (classifiers if split else 0)
     blocks = min(len(photos), max(math.ceil(len(photos) / job.options.chunk_size),
                                   BLOCKS_PER_ACTOR * actors))
     dataset = ray.data.from_items(to_records(photos), override_num_blocks=blocks)
@@ -318,9 +313,10 @@ def plan(ray: Any, job: Job, photos: list[Photo], engine: RayEngine) -> Any:
             "fn_constructor_args": (job,), "num_cpus": 1}
     pool = ray.data.ActorPoolStrategy
     if not split:
-        return dataset.map_batches(ScorePhotos, compute=pool(size=actors), **step)
+        return dataset.map_batches(ScorePhotos, compute=pool(size=actors), **step), actors
     log.info("Ray plan: %d CPU actors find faces, %d actors classify (%s GPU each)",
              actors, classifiers, options.gpu_share if gpus else 0)
     found = dataset.map_batches(FindFaces, compute=pool(size=actors), **step)
-    return found.map_batches(ClassifyFaces, compute=pool(size=classifiers),
-                             num_gpus=options.gpu_share if gpus else 0, **step)
+    classified = found.map_batches(ClassifyFaces, compute=pool(size=classifiers),
+                                   num_gpus=options.gpu_share if gpus else 0, **step)
+    return classified, actors + classifiers

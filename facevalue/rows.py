@@ -16,9 +16,10 @@ from facevalue.classify import Classifier
 from facevalue.columns import GEOMETRY
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE
+from facevalue.detect import Box
 from facevalue.discover import Photo
 from facevalue.faces import PhotoFaces
-from facevalue.state import BOX_COLUMNS, FACE_COLUMNS, PhotoResult
+from facevalue.records import Geometry, PhotoResult, ScoredFace
 from facevalue.storage import display_path
 
 # Faces per face-mesh call: its 192 x 192 activations make onnxruntime's buffers grow with
@@ -32,20 +33,22 @@ def classify_results(items: list[PhotoFaces], classifier: Classifier,
                      mesh: geom.FaceMesh | None = None) -> list[PhotoResult]:
     """Classify all faces of a chunk of photos in one batch; one result per photo.
 
-    With ``mesh``, their geometry is measured in one batch too and follows the
-    probabilities in each face's row.
+    With ``mesh``, their geometry is measured in one batch too.
     """
     crops = [item.crops for item in items if item.crops is not None and len(item.crops)]
-    probs = classifier.predict(np.concatenate(crops), batch_size) if crops else None
-    if probs is not None and mesh is not None:
+    if not crops:
+        return [photo_result(item, [], []) for item in items]
+    probs = classifier.predict(np.concatenate(crops), batch_size).tolist()
+    geometry: list[Geometry | None] = [None] * len(probs)
+    if mesh is not None:
         meshes = np.concatenate([i.meshes for i in items if i.meshes is not None])
         matrices = np.concatenate([i.mesh_matrices for i in items if i.mesh_matrices is not None])
-        probs = np.hstack([probs, mesh.measure(meshes, matrices, MESH_BATCH)])
+        geometry = list(mesh.measure(meshes, matrices, MESH_BATCH))
     results, start = [], 0
     for item in items:
-        count = len(item.boxes)
-        results.append(photo_result(item, None if probs is None else probs[start:start + count]))
-        start += count
+        end = start + len(item.boxes)
+        results.append(photo_result(item, probs[start:end], geometry[start:end]))
+        start = end
     return results
 
 
@@ -58,14 +61,15 @@ def classify_chunk(items: list[PhotoFaces], classifier: Classifier,
             for row in result_rows(item.photo, result)]
 
 
-def photo_result(item: PhotoFaces, probs: np.ndarray | None) -> PhotoResult:
-    """A photo's boxes and probabilities ((n, 7), or None without faces; geometry columns
-    after them) as one record."""
-    if not item.boxes or probs is None:
-        return PhotoResult(item.status, item.error, item.faces_in_photo, item.sha256)
-    boxes = np.array([[b.x, b.y, b.w, b.h, b.score] for b in item.boxes], np.float64)
-    return PhotoResult(item.status, item.error, item.faces_in_photo, item.sha256,
-                       np.hstack([boxes, probs.astype(np.float64)]))
+def photo_result(item: PhotoFaces, probs: list[list[float]],
+                 geometry: list[Geometry | None]) -> PhotoResult:
+    """A photo's result from its boxes and, per box, its probabilities and geometry.
+
+    The boxes keep what the tables show (the detector's eye points served the crop only).
+    """
+    faces = tuple(ScoredFace(Box(box.x, box.y, box.w, box.h, float(box.score)), tuple(p), g)
+                  for box, p, g in zip(item.boxes, probs, geometry, strict=True))
+    return PhotoResult(item.status, item.error, item.faces_in_photo, item.sha256, faces)
 
 
 def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
@@ -73,24 +77,21 @@ def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
     base = {"path": display_path(photo.path), "company": photo.company, **photo.ids,
             "status": result.status, "error": result.error,
             "faces_in_photo": result.faces_in_photo, "photo_sha256": result.sha256}
-    if not len(result.faces):
+    if not result.faces:
         return [base]
     rows = []
-    for i, face in enumerate(result.faces.tolist()):
-        probs = face[BOX_COLUMNS:FACE_COLUMNS]
-        row = {**base, "face": i, "x": int(face[0]), "y": int(face[1]),
-               "w": int(face[2]), "h": int(face[3]), "face_score": face[4],
-               **dict(zip(LABELS, probs, strict=True)),
-               "emotion": LABELS[probs.index(max(probs))]}
-        if len(face) > FACE_COLUMNS:
-            row |= geometry_values(face[FACE_COLUMNS:])
+    for i, face in enumerate(result.faces):
+        box = face.box
+        row = {**base, "face": i, "x": box.x, "y": box.y, "w": box.w, "h": box.h,
+               "face_score": box.score, **dict(zip(LABELS, face.probabilities, strict=True)),
+               "emotion": face.emotion}
+        if face.geometry is not None:
+            row |= geometry_values(face.geometry)
         rows.append(row)
     return rows
 
 
-def geometry_values(values: list[float]) -> dict[str, Any]:
-    """A face's geometry columns: NaN (not measurable) as null, geometry_ok as a bool."""
-    row: dict[str, Any] = {k: None if math.isnan(v) else v
-                           for k, v in zip(GEOMETRY, values, strict=True)}
-    row["geometry_ok"] = bool(row["geometry_ok"])
-    return row
+def geometry_values(geometry: Geometry) -> dict[str, Any]:
+    """A face's geometry columns, read by name: NaN (not measurable) as null."""
+    values = {name: getattr(geometry, name) for name in GEOMETRY}
+    return {name: None if math.isnan(value) else value for name, value in values.items()}

@@ -7,8 +7,9 @@ folder. One SQLite database, two tables:
 - ``files``: a photo's path (relative to the photo folder), size, modification time,
   change time and inode (``storage.FileKey``) -> the sha256 of its bytes. An unchanged
   file is found here without being read again.
-- ``results``: (photo sha256, setup) -> what scoring found: status, error, faces in the
-  photo, and each kept face's box, detector score and probabilities. ``setup`` hashes the
+- ``results``: (photo sha256, setup) -> what scoring found (a ``records.PhotoResult``):
+  status, error, faces in the photo, and each kept face's box, detector score,
+  probabilities and geometry, packed into bytes here and nowhere else. ``setup`` hashes the
   model's sha256, the detector, the options that change results and the facevalue version,
   so another model or option misses and the photo is scored again.
 
@@ -25,16 +26,17 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from facevalue.columns import ALL, OK
+from facevalue.columns import ALL, GEOMETRY, OK
 from facevalue.contract import LABELS
+from facevalue.detect import Box
 from facevalue.errors import FacevalueError
+from facevalue.records import Geometry, PhotoResult, ScoredFace
 from facevalue.storage import FileKey
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,11 @@ STATE_FILE = "results.sqlite"
 # Version 2 added ctime_ns and inode to ``files``; a version-1 database loses only that
 # table (its photos are scored again), its results stay.
 SCHEMA_VERSION = 2
-# Per face: x, y, w, h (original pixels), detector score, then the class probabilities, all
-# stored as float64, which holds the int32 boxes and float32 scores exactly.
-BOX_COLUMNS = 5
-FACE_COLUMNS = BOX_COLUMNS + len(LABELS)
+# A face is packed as float64 values, which hold the int32 boxes and float32 scores exactly:
+# x, y, w, h (original pixels), the detector's score, the probabilities in LABELS order, then
+# with geometry the GEOMETRY columns (geometry_ok as 0 or 1). Results with geometry and without
+# never share a setup: the face mesh is part of the setup key.
+BOX_VALUES = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -67,21 +70,6 @@ class StateError(FacevalueError, RuntimeError):
     """The saved state cannot be used: another run holds it, or it is damaged."""
 
 
-@dataclass(frozen=True)
-class PhotoResult:
-    """What scoring found in one photo, apart from which photo it is: what the state saves.
-
-    ``faces`` is float64 ``(n, 5 + classes [+ geometry])``: x, y, w, h, detector score,
-    probabilities, then the geometry columns when measured.
-    """
-
-    status: str
-    error: str | None = None
-    faces_in_photo: int | None = None
-    sha256: str | None = None
-    faces: np.ndarray = field(default_factory=lambda: np.zeros((0, FACE_COLUMNS)))
-
-
 def state_folder(out: str | Path) -> Path:
     """``scores.parquet`` -> ``.scores.facevalue-state/`` in the same folder."""
     out = Path(out)
@@ -91,10 +79,10 @@ def state_folder(out: str | Path) -> Path:
 class SavedResults:
     """The state database of one output, held (locked) from opening to ``close``."""
 
-    def __init__(self, folder: str | Path, setup: str, columns: int = FACE_COLUMNS) -> None:
+    def __init__(self, folder: str | Path, setup: str, geometry: bool = False) -> None:
         self.folder = Path(folder)
         self.setup = setup
-        self.columns = columns  # per face: FACE_COLUMNS, and the geometry's when measured
+        self.values = BOX_VALUES + len(LABELS) + (len(GEOMETRY) if geometry else 0)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -141,11 +129,12 @@ class SavedResults:
         status, error, faces_in_photo, faces, sha256 = row
         if not (status in ALL and isinstance(error, str | None) and isinstance(sha256, str)
                 and isinstance(faces_in_photo, int | None) and isinstance(faces, bytes)
-                and len(faces) % (8 * self.columns) == 0 and bool(faces) == (status == OK)):
+                and len(faces) % (8 * self.values) == 0 and bool(faces) == (status == OK)):
             raise self._damaged(f"a saved row reads status={status!r}, "
                                 f"faces_in_photo={faces_in_photo!r}, {len(faces)} bytes of faces")
+        packed = np.frombuffer(faces, np.float64).reshape(-1, self.values).tolist()
         return PhotoResult(status, error, faces_in_photo, sha256,
-                           np.frombuffer(faces, np.float64).reshape(-1, self.columns))
+                           tuple(_unpack(values) for values in packed))
 
     def _damaged(self, cause: object) -> StateError:
         return StateError(f"{self.folder}: the saved results are damaged ({cause}); delete "
@@ -163,7 +152,7 @@ class SavedResults:
                 self.db.executemany(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                     [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
-                      _faces_blob(r.faces)) for _, r in entries])
+                      _pack(r.faces)) for _, r in entries])
         except sqlite3.Error as e:  # a full disk, or the folder deleted under the run
             raise StateError(f"{self.folder}: cannot save results ({e}); free space or "
                              "delete the folder, then run again") from e
@@ -209,9 +198,25 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _faces_blob(faces: np.ndarray) -> bytes:
-    return np.ascontiguousarray(faces, np.float64).tobytes()
+def _pack(faces: tuple[ScoredFace, ...]) -> bytes:
+    """A result's faces as the bytes saved (see BOX_VALUES)."""
+    return np.array([[face.box.x, face.box.y, face.box.w, face.box.h, face.box.score,
+                      *face.probabilities,
+                      *(() if face.geometry is None else
+                        (getattr(face.geometry, name) for name in GEOMETRY))]
+                     for face in faces], np.float64).tobytes()
 
+
+def _unpack(values: list[float]) -> ScoredFace:
+    """One face from its packed values (their number checked by the caller)."""
+    x, y, w, h, score = values[:BOX_VALUES]
+    probabilities = tuple(values[BOX_VALUES:BOX_VALUES + len(LABELS)])
+    geometry = None
+    if len(values) > BOX_VALUES + len(LABELS):
+        named: dict[str, Any] = dict(zip(GEOMETRY, values[BOX_VALUES + len(LABELS):],
+                                         strict=True))
+        geometry = Geometry(**named | {"geometry_ok": bool(named["geometry_ok"])})
+    return ScoredFace(Box(int(x), int(y), int(w), int(h), score), probabilities, geometry)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

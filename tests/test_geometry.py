@@ -27,8 +27,8 @@ def measure():
     def run(image: np.ndarray) -> dict[str, float]:
         (box,) = detector.detect(image)[:1]
         crop, matrix = geometry.mesh_crop(image, box)
-        row = mesh.measure(crop[None], matrix[None])[0]
-        return dict(zip(GEOMETRY, row, strict=True))
+        (face,) = mesh.measure(crop[None], matrix[None])
+        return {name: getattr(face, name) for name in GEOMETRY}
     return run
 
 
@@ -77,11 +77,11 @@ def test_roll_is_removed_before_measuring():
     points[geometry.LIP_POINT] = [0, 40, 0]
     points[list(geometry.BROW_POINTS)] = [[-10, -35, 0], [10, -35, 0]]
     level = geometry.measure_face(points, 1.0, 100.0)
-    assert level[0] == pytest.approx(140 / 75) and level[3] == pytest.approx(0, abs=1e-9)
+    assert level.fwhr == pytest.approx(140 / 75) and level.roll == pytest.approx(0, abs=1e-9)
     turned = points.copy()
     turned[:, :2] = geometry.rotate(points[:, :2], 20)
     again = geometry.measure_face(turned, 1.0, 100.0)
-    assert again[0] == pytest.approx(level[0]) and again[3] == pytest.approx(20)
+    assert again.fwhr == pytest.approx(level.fwhr) and again.roll == pytest.approx(20)
 
 
 def test_geometry_ok_needs_a_frontal_large_sharp_face():
@@ -92,15 +92,15 @@ def test_geometry_ok_needs_a_frontal_large_sharp_face():
     points[list(geometry.BROW_POINTS)] = [[-10, -35, 0], [10, -35, 0]]
     for pair, x in zip(geometry.EYE_POINTS, (-30, 30), strict=True):
         points[list(pair)] = [x, -20, 0]
-    assert geometry.measure_face(points, 1.0, 100.0)[-1] == 1.0
-    assert geometry.measure_face(points, 1.0, 5.0)[-1] == 0.0  # blurred
-    assert geometry.measure_face(points, 0.2, 100.0)[-1] == 0.0  # not surely a face
+    assert geometry.measure_face(points, 1.0, 100.0).geometry_ok
+    assert not geometry.measure_face(points, 1.0, 5.0).geometry_ok  # blurred
+    assert not geometry.measure_face(points, 0.2, 100.0).geometry_ok  # not surely a face
     small = points.copy()
     small[:, :2] /= 4  # eyes 15 px apart
-    assert geometry.measure_face(small, 1.0, 100.0)[-1] == 0.0
+    assert not geometry.measure_face(small, 1.0, 100.0).geometry_ok
     profile = points.copy()
     profile[geometry.WIDTH_POINTS[1], 2] = 70 * math.tan(math.radians(40))
-    assert geometry.measure_face(profile, 1.0, 100.0)[-1] == 0.0
+    assert not geometry.measure_face(profile, 1.0, 100.0).geometry_ok
 
 
 def test_score_with_geometry_measures_both_portraits_and_not_the_landscape(

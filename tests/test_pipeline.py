@@ -372,7 +372,8 @@ def test_a_companies_file_that_cannot_be_written_replaces_no_table(
 def test_a_failing_state_database_is_a_state_error(tmp_path: Path) -> None:
     import sqlite3
 
-    from facevalue.state import PhotoResult, SavedResults, StateError
+    from facevalue.records import PhotoResult
+    from facevalue.state import SavedResults, StateError
     from facevalue.storage import FileKey
 
     with SavedResults(tmp_path / "state", "setup") as saved:
