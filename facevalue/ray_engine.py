@@ -62,7 +62,7 @@ class RayOptions:
     num_cpus: int | None = None  # CPUs of a local Ray [default: all]
     split: bool | None = None  # classify on separate actors [default: when the cluster has GPUs]
     gpu_share: float = 1.0  # GPU per classifier actor; 0.25 packs four actors on one GPU
-    quiet: bool = False  # silence Ray's own log lines and worker output (facevalue --quiet)
+    quiet: bool = False  # silence the workers' output too (facevalue --quiet)
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_share <= 1:
@@ -166,11 +166,12 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
         yield ray
         return
     address = ray_options.address or os.environ.get("RAY_ADDRESS")
-    level = logging.ERROR if ray_options.quiet else logging.WARNING
-    # import_ray loaded ray.data, which configures its own loggers on import: set them now
+    # Ray's own warnings are about Ray's setup (token authentication, the progress bars the
+    # job turns off), not the user's photos: a run shows only Ray's errors. import_ray loaded
+    # ray.data, which configures its own loggers on import: set them now.
     for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(level)
-    quiet = {"logging_level": level, "log_to_driver": not ray_options.quiet}
+        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": not ray_options.quiet}
     if address:
         check_reachable(address)  # its EngineError says it all: not wrapped again below
     terminate = signal.getsignal(signal.SIGTERM)
