@@ -37,6 +37,7 @@ SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 GOPS = {"x264 default (250)": None, "2 s (60)": 60}
 RATE = 30
 SECONDS = 30
+PAUSE_LIMIT = 280  # seconds the training run may stay stopped
 PORTRAIT = HERE.parent / "sample_data" / "photos" / "navy" / "grace_hopper.jpg"
 
 
@@ -153,8 +154,9 @@ def pause_training() -> Callable[[], None]:
         resume()
         sys.exit(128 + signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, resume_and_exit)
+    signal.alarm(PAUSE_LIMIT)  # a pause never outlasts this, whatever the files cost
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     return resume
@@ -202,6 +204,7 @@ def main() -> None:
         results = {key: measure(path, args.fps, args.repeat) for key, path in files.items()}
     finally:
         if resume is not None:
+            signal.alarm(0)
             resume()
     args.out.write_text(json.dumps({"machine": info, "results": results}, indent=1))
     text = table(results, info, args.fps)
