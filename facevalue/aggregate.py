@@ -8,6 +8,7 @@ the summed means of anger, disgust, fear and sadness; it lies in [-1, 1].
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -18,7 +19,11 @@ from facevalue.columns import (
     NO_FACE,
     OK,
     SCORES,
+    STD,
+    TIME,
+    TRACK,
     UNLISTED,
+    VIDEO_COUNTS,
 )
 from facevalue.contract import LABELS
 
@@ -60,7 +65,7 @@ def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
     table = table.join(main.groupby(keys, dropna=False, observed=True)[list(LABELS)].mean())
     table["happiness_share"] = (main["emotion"] == "happiness").groupby(
         [main[k] for k in keys], dropna=False, observed=True).mean()
-    table["positivity"] = table["happiness"] - table[list(NEGATIVE)].sum(axis=1, min_count=4)
+    table["positivity"] = _positivity(table)
     table["faces"] = table["faces"].fillna(0)
     if geometry:  # fWHR over main faces measured near-frontal, sharp and large enough
         trusted = main[main["geometry_ok"].fillna(False).astype(bool)]
@@ -75,6 +80,41 @@ def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
     numbers = (*COUNTS, *LABELS, *SCORES, *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry
                                            else ()))
     return table.astype({**text, **{c: _dtype(c) for c in numbers}})
+
+
+def videos(faces: pd.DataFrame, durations: Mapping[str, float | None],
+           id_columns: list[str]) -> pd.DataFrame:
+    """One row per video, from its frames' rows (those with a ``time``).
+
+    ``duration`` comes from ``durations`` (the container's, by path); ``frames`` counts the
+    sampled frames, ``frames_with_face`` those scored, ``main_share`` the share of sampled
+    frames in which the main track (``track`` 0) is seen. The seven means, ``positivity``
+    and the standard deviations over time (sample, so NaN from a single frame) take the main
+    track's faces, one a frame.
+    """
+    rows = faces[faces[TIME].notna()]
+    by_path = rows.groupby("path", sort=True)
+    table = by_path[["company", *id_columns]].first()
+    table["duration"] = [durations.get(path) for path in table.index]
+    table["frames"] = by_path[TIME].nunique()
+    scored = rows[rows["status"] == OK].groupby("path")[TIME].nunique()
+    table["frames_with_face"] = scored.reindex(table.index, fill_value=0)
+    main = rows[rows[TRACK] == 0].groupby("path")
+    seen = main[TIME].nunique().reindex(table.index, fill_value=0)
+    table["main_share"] = seen / table["frames"]
+    table = table.join(main[list(LABELS)].mean())
+    table["positivity"] = _positivity(table)
+    table = table.join(main[list(LABELS)].std().add_suffix(STD))
+    spread = [label + STD for label in LABELS]
+    numbers = {"duration": "float64", "frames": "int64", "frames_with_face": "int64",
+               **{c: "float64" for c in (*LABELS, "positivity", *spread)}}
+    columns = ["path", "company", *id_columns, *VIDEO_COUNTS, *LABELS, "positivity", *spread]
+    return table.reset_index().astype(numbers)[columns]
+
+
+def _positivity(means: pd.DataFrame) -> pd.Series:
+    """Mean happiness less the summed means of the four negative emotions, in [-1, 1]."""
+    return means["happiness"] - means[list(NEGATIVE)].sum(axis=1, min_count=4)
 
 
 def first_rows(faces: pd.DataFrame) -> pd.Series:

@@ -33,9 +33,18 @@ COUNTS = ("photos", "faces", "failed")
 SCORES = ("happiness_share", "positivity")
 GEOMETRY_COUNTS = ("geometry_faces",)
 GEOMETRY_SCORES = ("fwhr",)
+# Video frames' rows add TIME (float64 seconds from the first frame) and TRACK (int32: one
+# person across frames, 0 the main track, the one seen most). Per-video table: path,
+# company, ids, VIDEO_COUNTS, LABELS (main-track means), positivity, then each label's
+# standard deviation over the main track's frames, named label + STD.
+TIME = "time"
+TRACK = "track"
+VIDEO_COUNTS = ("duration", "frames", "frames_with_face", "main_share")
+STD = "_std"
 # Columns a manifest may not use for its ids: a copied-through id would overwrite them.
 RESERVED = frozenset({*PHOTO, *RESULT, *BOX, FACE_SCORE, EMOTION, *GEOMETRY, PHOTO_SHA256,
-                      *COUNTS, *SCORES, *GEOMETRY_COUNTS, *GEOMETRY_SCORES, *LABELS})
+                      *COUNTS, *SCORES, *GEOMETRY_COUNTS, *GEOMETRY_SCORES, *LABELS,
+                      TIME, TRACK, *VIDEO_COUNTS, *(label + STD for label in LABELS)})
 
 
 class PhotoError(FacevalueError, ValueError):

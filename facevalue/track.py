@@ -82,15 +82,26 @@ def link_tracks(times: Sequence[float], faces: Sequence[Sequence[Box]],
     return linked
 
 
+def rank_tracks(faces: Sequence[Sequence[Box]],
+                tracks: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """The same tracks renumbered by rank: 0 is the main track (like face 0 of a photo, its
+    largest), then the others by frames seen, mean face area and first appearance."""
+    order = {n: rank for rank, n in enumerate(_ranking(faces, tracks))}
+    return [tuple(order[n] for n in numbers) for numbers in tracks]
+
+
 def main_track(faces: Sequence[Sequence[Box]], tracks: Sequence[Sequence[int]]) -> int | None:
     """The track seen in the most sampled frames; of equals, the one with the larger mean
     face area, then the first seen. None when no frame has a face."""
+    ranking = _ranking(faces, tracks)
+    return ranking[0] if ranking else None
+
+
+def _ranking(faces: Sequence[Sequence[Box]], tracks: Sequence[Sequence[int]]) -> list[int]:
     frames: dict[int, int] = {}
     area: dict[int, int] = {}
     for boxes, numbers in zip(faces, tracks, strict=True):
         for box, n in zip(boxes, numbers, strict=True):
             frames[n] = frames.get(n, 0) + 1
             area[n] = area.get(n, 0) + box.area
-    if not frames:
-        return None
-    return max(frames, key=lambda n: (frames[n], area[n] / frames[n], -n))
+    return sorted(frames, key=lambda n: (-frames[n], -area[n] / frames[n], n))

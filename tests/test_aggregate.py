@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facevalue import aggregate
 from facevalue.aggregate import companies, constant_ids, status_counts
+from facevalue.columns import NO_FACE, OK
 from facevalue.contract import LABELS
 
 
@@ -108,3 +110,31 @@ def test_text_read_back_as_categoricals_gives_the_same_table() -> None:
     expected = companies(faces, ["ticker", "year"])
     assert list(expected["company"]) == ["a", "a", "b"]  # c has only an unlisted photo
     pd.testing.assert_frame_equal(companies(categorical, ["ticker", "year"]), expected)
+
+
+def video_rows() -> pd.DataFrame:
+    """Two videos' frame rows: a.mp4 with a main track (0) seen in 3 of 4 frames, a second
+    person (1) once and a frame without a face; b.mp4 with no face at all."""
+    happy = dict(zip(LABELS, (0, 0, 0, 0.8, 0, 0, 0.2), strict=True))
+    sad = dict(zip(LABELS, (0, 0, 0, 0.2, 0.6, 0, 0.2), strict=True))
+    none = dict.fromkeys(LABELS, np.nan)
+    rows = [("a.mp4", 0.0, OK, 0, happy), ("a.mp4", 0.0, OK, 1, sad),
+            ("a.mp4", 1.0, OK, 0, sad), ("a.mp4", 2.0, NO_FACE, None, none),
+            ("a.mp4", 3.0, OK, 0, happy), ("b.mp4", 0.0, NO_FACE, None, none),
+            ("photo.jpg", None, OK, None, happy)]
+    return pd.DataFrame([{"path": p, "company": "ACME", "gvkey": "001690", "time": t,
+                          "status": s, "track": k, **probs} for p, t, s, k, probs in rows])
+
+
+def test_videos_table() -> None:
+    table = aggregate.videos(video_rows(), {"a.mp4": 4.0}, ["gvkey"]).set_index("path")
+    assert list(table.index) == ["a.mp4", "b.mp4"]  # the photo is no video
+    a, b = table.loc["a.mp4"], table.loc["b.mp4"]
+    assert (a["company"], a["gvkey"], a["duration"]) == ("ACME", "001690", 4.0)
+    assert (a["frames"], a["frames_with_face"], a["main_share"]) == (4, 3, 0.75)
+    assert a["happiness"] == pytest.approx(0.6) and a["sadness"] == pytest.approx(0.2)
+    assert a["positivity"] == pytest.approx(0.4)
+    assert a["happiness_std"] == pytest.approx(np.std([0.8, 0.2, 0.8], ddof=1))
+    assert (b["frames"], b["frames_with_face"], b["main_share"]) == (1, 0, 0.0)
+    assert np.isnan(b["duration"]) and np.isnan(b["happiness"]) and np.isnan(b["positivity"])
+    assert table["frames"].dtype == "int64" and table["happiness_std"].dtype == "float64"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from facevalue.detect import Box
-from facevalue.track import iou, likeness, link_tracks, main_track
+from facevalue.track import iou, likeness, link_tracks, main_track, rank_tracks
 
 
 def box(x: int, y: int, side: int = 100) -> Box:
@@ -58,3 +58,12 @@ def test_main_track_is_seen_most_then_larger() -> None:
     assert main_track(faces, tracks) == 1  # two frames each: the larger face wins
     assert main_track(faces + [[box(0, 0, 50)]], [*tracks, (0,)]) == 0  # seen most
     assert main_track([[], []], [(), ()]) is None
+
+
+def test_rank_tracks_numbers_the_main_track_zero() -> None:
+    faces = [[box(0, 0, 50), box(300, 0)], [box(0, 0, 50)], [box(0, 0, 50)], [box(300, 0)],
+             [box(600, 0)]]
+    tracks = [(0, 1), (0,), (0,), (1,), (2,)]
+    assert rank_tracks(faces, tracks) == [(0, 1), (0,), (0,), (1,), (2,)]
+    swapped = [(1, 0), (1,), (1,), (0,), (2,)]
+    assert rank_tracks(faces, swapped) == [(0, 1), (0,), (0,), (1,), (2,)]
