@@ -1,9 +1,10 @@
 """Sample a video's frames at a fixed rate, each upright with its time from the container.
 
 Why PyAV and not OpenCV's FFmpeg reader: OpenCV decodes every frame to hand out one a
-second (``grab``) or seeks slowly and inexactly, while PyAV exposes the demuxer, so packets
-of a group of pictures that holds no sampled time are skipped undecoded (``bench/README.md``,
-"Videos": several times faster at ``fps`` 1 on 2-second groups of pictures). It also gives
+second (``grab``) or seeks slowly, while PyAV exposes the demuxer and the decoder, so packets
+of a group of pictures that holds no sampled time are dropped undecoded and unreferenced
+frames before a sampled time are skipped (``bench/README.md``, "Sampling videos": 1.2-3.0x
+OpenCV's ``grab`` at ``fps`` 1 on 720p and 1080p H.264). It also gives
 each frame's own timestamp (variable frame rate, edit lists), the display matrix, and reads
 any file object, so a video in a bucket streams through ``pyarrow.fs`` like a photo.
 
@@ -167,7 +168,8 @@ class _Sampler:
     """The next sampled time, in the stream's time units, and which frames meet it."""
 
     def __init__(self, stream: av.video.stream.VideoStream, fps: Fraction) -> None:
-        self.base = Fraction(stream.time_base or 0)  # seconds per time unit (checked)
+        self.base = Fraction(stream.time_base or 1)  # seconds per time unit (never None:
+        # _video_stream refuses a stream without one)
         self.origin: int | None = stream.start_time
         self.step = 1 / (fps * self.base)  # time units between samples
         self.count = 0  # sampled times passed
