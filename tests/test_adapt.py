@@ -16,16 +16,17 @@ from facevalue import fer2013
 from facevalue.classify import Classifier
 from facevalue.cli import cli as facevalue_cli
 from facevalue.contract import LABELS
-from train import adapt
+from train import adapt, correction
 from train.__main__ import cli as train_cli
+from train.card import write_card
 
 
 @pytest.fixture(autouse=True, scope="module")
 def quick():
     """Fewer steps and penalties: the fits are the same code, the test takes seconds."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(adapt, "STEPS", 300)
-        mp.setattr(adapt, "PENALTIES", (1.0, 0.1))
+        mp.setattr(correction, "STEPS", 300)
+        mp.setattr(correction, "PENALTIES", (1.0, 0.1))
         yield
 
 
@@ -96,20 +97,20 @@ def test_unlabelled_classes_get_no_term_and_the_labelled_ones_sum_to_zero():
     rng = np.random.default_rng(0)
     features, logits = rng.normal(size=(60, 9)), rng.normal(size=(60, 7))
     labels = np.repeat([0, 3, 6], 20)
-    anchor = adapt.Anchor(rng.normal(size=(30, 9)), rng.normal(size=(30, 7)))
-    correction = adapt.fit(features, logits, labels, 0.1, anchor)
-    delta = correction.apply(rng.normal(size=(50, 9)), np.zeros((50, 7)))
+    anchor = correction.Anchor(rng.normal(size=(30, 9)), rng.normal(size=(30, 7)))
+    fitted = correction.fit(features, logits, labels, 0.1, anchor)
+    delta = fitted.apply(rng.normal(size=(50, 9)), np.zeros((50, 7)))
     assert np.abs(delta[:, [1, 2, 4, 5]]).max() == 0.0
     assert np.abs(delta[:, [0, 3, 6]].sum(axis=1)).max() < 1e-4
     assert np.abs(delta).max() > 0.01  # it did learn something
     # a stronger penalty moves the logits less
-    strong = adapt.fit(features, logits, labels, 10.0, anchor)
-    assert np.abs(strong.weights).sum() < np.abs(correction.weights).sum()
+    strong = correction.fit(features, logits, labels, 10.0, anchor)
+    assert np.abs(strong.weights).sum() < np.abs(fitted.weights).sum()
 
 
 def test_folds_are_stratified():
     labels = np.repeat([0, 1, 2], [10, 5, 23])
-    fold = adapt.folds_of(labels, 5, seed=1)
+    fold = correction.folds_of(labels, 5, seed=1)
     for c in range(3):
         counts = np.bincount(fold[labels == c], minlength=5)
         assert counts.max() - counts.min() <= 1
@@ -157,6 +158,7 @@ def test_an_unwritable_out_is_one_line(adapted, setup, tmp_path):
 
 def test_the_card_gives_the_figures(adapted, setup):
     model = setup[0]
-    card = adapt.write_card(adapted, model, "python -m train adapt ...").read_text()
+    made = adapt.adapted_card(adapted, model, "python -m train adapt ...")
+    card = write_card(adapted.path, made).read_text()
     assert "cross-validated" in card and f"{adapted.crossval['accuracy']:.1%}" in card
     assert "python -m train adapt" in card

@@ -86,6 +86,7 @@ def export(runs, out, data, tta, card, force) -> None:
 
     from train.card import write_card
     from train.export import export as run_export
+    from train.export_card import export_card
 
     out = out or str(Path("exports") / f"{Path(runs[-1]).name}.onnx")
     result = run_export(list(runs), out, data=data, tta=tta, force=force)
@@ -94,7 +95,8 @@ def export(runs, out, data, tta, card, force) -> None:
                f"(flips {result.tta}), T {cal.temperature:.3f}, ECE {cal.ece_before:.4f} -> "
                f"{cal.ece_after:.4f}, parity {result.parity_max_abs:.1e}")
     if card:
-        click.echo(f"wrote {write_card(runs[-1], out, result.evaluation, result.network)}")
+        made = export_card(runs[-1], out, result.evaluation, result.network)
+        click.echo(f"wrote {write_card(out, made)}")
 
 
 @cli.command()
@@ -107,8 +109,9 @@ def export(runs, out, data, tta, card, force) -> None:
 @force_option
 def quantize(model, out, data, force) -> None:
     """Write an int8 copy of MODEL (an exported classifier), if it agrees with MODEL."""
+    from train.card import write_card
+    from train.quantize import int8_card
     from train.quantize import quantize as run_quantize
-    from train.quantize import write_card
 
     result = run_quantize(model, out, data, force=force)
     speed = result.faces_per_s
@@ -116,7 +119,7 @@ def quantize(model, out, data, force) -> None:
                f"{result.float_eval.accuracy:.4f}), top emotion agrees on "
                f"{result.agreement:.2%}, {speed['int8']:,.0f} against {speed['float']:,.0f} "
                f"faces/s on one thread")
-    click.echo(f"wrote {write_card(result)}")
+    click.echo(f"wrote {write_card(result.path, int8_card(result))}")
 
 
 @cli.command()
@@ -135,7 +138,8 @@ def adapt(model, photos, labels, data, out, force) -> None:
     """Write MODEL with a correction for real photos fitted on labelled ones (the
     cross-validated figures are the ones to report; see train/adapt.py)."""
     from train.adapt import adapt as run_adapt
-    from train.adapt import write_card
+    from train.adapt import adapted_card
+    from train.card import write_card
 
     result = run_adapt(model, photos, labels, data, out, force=force)
     click.echo(f"wrote {out}: {result.photos} of {result.labelled} labelled photos had a face; "
@@ -149,7 +153,7 @@ def adapt(model, photos, labels, data, out, force) -> None:
                    f"recall {recall}")
     rebuild = (f"python -m train adapt {model} --photos {photos} --labels {labels} "
                f"--data {data} --out {out}" + (" --force" if force else ""))
-    click.echo(f"wrote {write_card(result, model, rebuild)}")
+    click.echo(f"wrote {write_card(result.path, adapted_card(result, model, rebuild))}")
 
 
 @cli.command()
@@ -165,10 +169,11 @@ def card(run, model, data) -> None:
     from facevalue.evaluate import evaluate
     from train.card import write_card
     from train.export import load_float32
+    from train.export_card import export_card
 
     network, config = load_float32(Path(run))
     evaluation = evaluate(data or config["data"], "PublicTest", model)
-    click.echo(f"wrote {write_card(run, model, evaluation, network)}")
+    click.echo(f"wrote {write_card(model, export_card(run, model, evaluation, network))}")
 
 
 if __name__ == "__main__":

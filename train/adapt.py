@@ -4,23 +4,14 @@ FER2013 faces are small web crops; executive portraits are sharp press photos. M
 on FER2013 read resting and surprised real faces as angry or afraid (faces-dev: 70 of 300
 neutral photos as anger, 29 of 151 surprised ones as fear), and no augmentation, framing or
 contrast change we tried closed that gap. What does is a small supervised correction learned
-from labelled photos: a linear function of the network's penultimate features (the mean over
-the graph's views and members, as the graph's own head sees them) added to its calibrated
-logits, then one temperature,
+from labelled photos: ``train.correction`` says what it fits and why it cannot silence the
+classes the labels lack. This module edits the ONNX side: it reads the penultimate features
+the correction needs from the graph (``probe``), folds the fitted correction into a copy of
+the graph (``adapted_graph``), checks that copy against the numpy correction and writes it.
 
-    logits' = (logits + (features - mean) / sd @ dW + db) / T.
-
-dW and db minimise class-balanced cross-entropy on the photos, plus the KL divergence from
-the network's own predictions on a sample of FER2013 Training faces (the anchor: without it
-the correction learns that classes the photos lack, fear and disgust on faces-dev, never
-occur), plus an L2 penalty on dW whose strength is chosen by cross-validation on the photos.
-Classes the labels lack get no term of their own, and the terms of the labelled classes sum
-to zero for every face. T is fitted on the out-of-fold corrected logits.
-
-The figures a user should report are the cross-validated ones (each photo predicted by a
-correction fitted without it, its penalty chosen without it); they go into the file's
-metadata and card with the chosen penalty. The file's own score on the photos it was fitted
-on is in-sample and says so. FER2013 PublicTest is measured, never used.
+The cross-validated figures go into the file's metadata and card with the chosen penalty; the
+file's own score on the photos it was fitted on is in-sample and says so. FER2013 PublicTest
+is measured, never used.
 """
 
 from __future__ import annotations
@@ -40,44 +31,32 @@ from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
 from facevalue.contract import LABELS, Contract
 from facevalue.errors import FacevalueError
-from facevalue.evaluate import (
-    Evaluation,
-    bootstrap_interval,
-    expected_calibration_error,
-    read_labels,
-    score,
-    to_crops,
-)
+from facevalue.evaluate import Evaluation, read_labels, score, to_crops
 from facevalue.runtime import new_session
 from train import calibrate
+from train.card import Card
+from train.correction import (
+    ANCHOR_WEIGHT,
+    FOLDS,
+    Anchor,
+    Correction,
+    choose_penalty,
+    cross_validate,
+    figures,
+    fit,
+)
 from train.modelfile import check_target, derived_metadata, write_model
 from train.photos import main_face_crops
 
 log = logging.getLogger(__name__)
 
-PENALTIES = (10.0, 3.0, 1.0, 0.3, 0.1)
-FOLDS = 5
-STEPS = 1500  # Nesterov steps of full-batch gradient descent (the problem is convex)
 PARITY_TOLERANCE = 1e-4
 ANCHOR_FACES = 2048  # Training faces (seeded sample) the correction must leave alone
-ANCHOR_WEIGHT = 1.0  # their total weight; the labelled photos' is 1
 HEAD_OPS = ("MatMul", "Gemm")
 
 
 class AdaptError(FacevalueError, RuntimeError):
     """Raised when a model cannot be adapted faithfully; nothing is written."""
-
-
-@dataclass(frozen=True)
-class Correction:
-    """``logits + features @ weights + bias``, in the features' own units."""
-
-    weights: np.ndarray  # (features, 7) float32
-    bias: np.ndarray  # (7,) float32
-    temperature: float = 1.0  # divides the corrected logits (fitted on photos, see adapt)
-
-    def apply(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return (logits + features @ self.weights + self.bias) / self.temperature
 
 
 @dataclass(frozen=True)
@@ -144,122 +123,6 @@ def probe(model: Path, crops: np.ndarray, contract: Contract) -> tuple[np.ndarra
     return features, logits
 
 
-@dataclass(frozen=True)
-class Anchor:
-    """FER2013 faces whose predictions the correction should leave as they were."""
-
-    features: np.ndarray
-    logits: np.ndarray
-    weight: float = ANCHOR_WEIGHT
-
-
-def fit(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, penalty: float,
-        anchor: Anchor) -> Correction:
-    """The correction minimising class-balanced cross-entropy on the photos
-    + anchor.weight * KL(network || corrected) on the anchor faces + penalty * |dW|^2 / 2.
-
-    Features are standardised (by the photos) so one penalty suits every feature; gradients
-    of classes absent from ``labels`` are zeroed and those of the present ones centred,
-    which keeps the constraints of the module docstring exactly.
-    """
-    present = np.isin(np.arange(len(LABELS)), np.unique(labels))
-    mean, sd = features.mean(axis=0), features.std(axis=0) + 1e-6
-    x = np.vstack([features, anchor.features])
-    x = np.hstack([(x - mean) / sd, np.ones((len(x), 1))])  # the last column fits db
-    z0 = np.vstack([logits, anchor.logits])
-    counts = np.bincount(labels, minlength=len(LABELS))
-    weight = np.concatenate([
-        (1.0 / counts[labels]) / present.sum(),  # each labelled class weighs the same
-        np.full(len(anchor.logits), anchor.weight / max(len(anchor.logits), 1))])
-    target = np.vstack([np.eye(len(LABELS))[labels], calibrate.softmax(anchor.logits)])
-    # Lipschitz constant of the gradient: softmax curvature <= 1/2 along any direction
-    step = 1.0 / (0.5 * np.linalg.norm(x * np.sqrt(weight)[:, None], 2) ** 2 + penalty)
-    ridge = np.ones((x.shape[1], 1))
-    ridge[-1] = 0.0  # db is not penalised
-    params = np.zeros((x.shape[1], len(LABELS)))  # dW rows, then db
-    previous = params.copy()
-    for t in range(STEPS):
-        look = params + (t / (t + 3)) * (params - previous)
-        residual = weight[:, None] * (calibrate.softmax(z0 + x @ look) - target)
-        grad = x.T @ residual + penalty * ridge * look
-        grad[:, ~present] = 0.0
-        grad[:, present] -= grad[:, present].mean(axis=1, keepdims=True)
-        previous, params = params, look - step * grad
-    weights = params[:-1] / sd[:, None]
-    return Correction(weights.astype(np.float32),
-                      (params[-1] - mean @ weights).astype(np.float32))
-
-
-def folds_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold per photo, stratified: each class is dealt round the folds after a shuffle."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), np.int64)
-    start = 0
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        fold[members] = (start + np.arange(len(members))) % folds
-        start += len(members)
-    return fold
-
-
-def macro_recall(labels: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)]))
-
-
-def choose_penalty(features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                   anchor: Anchor, seed: int) -> float:
-    """The penalty of PENALTIES with the best cross-validated macro recall.
-
-    Macro recall, not accuracy: the correction should read every labelled class, not lean on
-    the labelled set's own class shares, which a researcher's photos will not share.
-    """
-    fold = folds_of(labels, FOLDS, seed)
-    scores = []
-    for penalty in PENALTIES:
-        predicted = np.empty(len(labels), np.int64)
-        for k in range(FOLDS):
-            held = fold == k
-            correction = fit(features[~held], logits[~held], labels[~held], penalty, anchor)
-            predicted[held] = correction.apply(features[held], logits[held]).argmax(axis=1)
-        scores.append(macro_recall(labels, predicted))
-    return PENALTIES[int(np.argmax(scores))]
-
-
-def cross_validate(features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                   anchor: Anchor, seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold corrected logits, each fold's penalty chosen by an inner cross-validation
-    on the other folds only (so the figures owe nothing to the photos they are measured on)."""
-    fold = folds_of(labels, FOLDS, seed)
-    corrected = np.empty(logits.shape)
-    penalties = []
-    for k in range(FOLDS):
-        held = fold == k
-        penalty = choose_penalty(features[~held], logits[~held], labels[~held], anchor,
-                                 seed + 1)
-        correction = fit(features[~held], logits[~held], labels[~held], penalty, anchor)
-        corrected[held] = correction.apply(features[held], logits[held])
-        penalties.append(penalty)
-        log.info("cross-validation fold %d of %d: penalty %g, accuracy %.3f", k + 1, FOLDS,
-                 penalty, np.mean(corrected[held].argmax(axis=1) == labels[held]))
-    return corrected, penalties
-
-
-def figures(labels: np.ndarray, probs: np.ndarray, missed: int, seed: int = 0,
-            ece: float | None = None) -> dict:
-    """Accuracy (with its bootstrap 95% interval), per-class recall and ECE (``probs``' own
-    unless given); ``missed`` photos without a face count as wrong, as in ``facevalue
-    evaluate`` (ECE is over faces)."""
-    predicted = probs.argmax(axis=1)
-    correct = np.concatenate([predicted == labels, np.zeros(missed, bool)])
-    recall = {LABELS[c]: round(float(np.mean(predicted[labels == c] == c)), 4)
-              for c in np.unique(labels)}
-    return {"accuracy": round(float(correct.mean()), 4),
-            "accuracy_ci": [round(v, 4) for v in bootstrap_interval(correct, seed)],
-            "recall": recall,
-            "ece": round(expected_calibration_error(probs, labels) if ece is None else ece, 4),
-            "n": int(len(correct))}
-
-
 def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelProto:
     """``proto`` with the correction added to its softmax's input."""
     final, names = head_inputs(proto)
@@ -312,7 +175,7 @@ def anchor_faces(data: str | Path, classifier: Classifier, seed: int
 
 def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str | Path,
           out: str | Path, seed: int = 0, force: bool = False) -> Adapted:
-    """Fit the correction of the module docstring on the labelled photos (anchored on the
+    """Fit the correction of ``train.correction`` on the labelled photos (anchored on the
     FER2013 ``data`` the model was trained on) and write ``model`` with it to ``out``
     (``force``: even over a shipped model)."""
     check_target(out, force)
@@ -382,8 +245,9 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
                    (source_eval, public_eval), digest, meta)
 
 
-def write_card(result: Adapted, source: str | Path, rebuild: str) -> Path:
-    """``NAME.md`` beside the adapted model: what was fitted, on what, and its figures."""
+def adapted_card(result: Adapted, source: str | Path, rebuild: str) -> Card:
+    """The adapted model's card: what was fitted, on what, and its figures (``source``: the
+    model it was adapted from; ``rebuild``: the command that made it)."""
     def row(name: str, f: dict) -> str:
         low, high = f["accuracy_ci"]
         recall = " | ".join(f"{f['recall'][label]:.2f}" for label in labelled)
@@ -392,53 +256,38 @@ def write_card(result: Adapted, source: str | Path, rebuild: str) -> Path:
 
     labelled = list(result.crossval["recall"])
     correction = json.loads(result.metadata["facevalue.photo_correction"])
-    name = result.path.stem
-    lines = [
-        f"# {name}: {Path(source).stem} corrected for real photos",
-        "",
-        f"`{name}.onnx` (sha256 `{result.sha256}`) is [`{Path(source).name}`]"
-        f"({Path(source).stem}.md) with a linear correction of its logits fitted on "
-        f"{correction['photos']}, labels sha256 `{correction['labels_sha256'][:12]}...`: "
-        "`logits + features @ W + b`, where features are the network's penultimate "
+    name, source = result.path.stem, Path(source)
+    return Card(
+        f"{source.stem} corrected for real photos",
+        f" is [`{source.name}`]({source.stem}.md) with a linear correction of its logits "
+        f"fitted on {correction['photos']}, labels sha256 `{correction['labels_sha256'][:12]}"
+        "...`: `logits + features @ W + b`, where features are the network's penultimate "
         "activations (the mean over the graph's views). How it is fitted and why it cannot "
         "silence the classes the labels lack: `train/adapt.py`. Class-balanced "
         f"cross-entropy on the photos, KL to the source's predictions on "
         f"{correction['anchor']}, L2 penalty {correction['penalty']:g} on W (chosen by "
         f"{FOLDS}-fold cross-validation of macro recall).",
-        "",
-        f"Labelled classes: {', '.join(correction['classes'])}. The other classes get no term "
-        "of their own; they were not labelled, so the figures below say nothing about them.",
-        "",
-        f"| on the {result.labelled} labelled photos | accuracy (95% CI) | "
-        + " | ".join(f"recall {label}" for label in labelled) + " | ECE |",
-        "|---|---:|" + "---:|" * (len(labelled) + 1),
-        row(f"{Path(source).stem} (before)", result.before),
-        row(f"**{name}, cross-validated** (the figure to report)", result.crossval),
-        row(f"{name}, in-sample (fitted on these photos)", result.in_sample),
-        "",
-        f"Cross-validated: each photo predicted by a correction fitted on the other "
-        f"{FOLDS - 1} folds (stratified), its penalty chosen by an inner cross-validation "
-        f"on those folds only (chosen: {result.crossval['fold_penalties']}). In-sample is "
-        "what `facevalue evaluate` prints on these photos with this model; it is optimistic. "
-        "Photos without a face count as wrong. Disjoint held-back photo sets judge the model.",
-        "",
-        "FER2013 PublicTest, measured only (the correction never saw it; its anchor keeps "
-        "the source's predictions on Training faces, so what moves here is the price of the "
-        "photo gains on FER2013-like faces):",
-        "",
-        "| PublicTest | accuracy | ECE | " + " | ".join(f"recall {c}" for c in LABELS) + " |",
-        "|---|---:|---:|" + "---:|" * len(LABELS),
-        *(f"| {label} | {e.accuracy:.1%} | {e.ece:.3f} | "
-          + " | ".join(f"{c.recall:.2f}" for c in e.per_class) + " |"
-          for label, e in zip((Path(source).stem, name), result.public, strict=True)),
-        "",
-        "## Rebuild",
-        "",
-        "```sh",
-        rebuild,
-        "```",
-        "",
-    ]
-    card = result.path.with_suffix(".md")
-    card.write_text("\n".join(lines))
-    return card
+        ([f"Labelled classes: {', '.join(correction['classes'])}. The other classes get no "
+          "term of their own; they were not labelled, so the figures below say nothing about "
+          "them."],
+         [f"| on the {result.labelled} labelled photos | accuracy (95% CI) | "
+          + " | ".join(f"recall {label}" for label in labelled) + " | ECE |",
+          "|---|---:|" + "---:|" * (len(labelled) + 1),
+          row(f"{source.stem} (before)", result.before),
+          row(f"**{name}, cross-validated** (the figure to report)", result.crossval),
+          row(f"{name}, in-sample (fitted on these photos)", result.in_sample)],
+         [f"Cross-validated: each photo predicted by a correction fitted on the other "
+          f"{FOLDS - 1} folds (stratified), its penalty chosen by an inner cross-validation "
+          f"on those folds only (chosen: {result.crossval['fold_penalties']}). In-sample is "
+          "what `facevalue evaluate` prints on these photos with this model; it is "
+          "optimistic. Photos without a face count as wrong. Disjoint held-back photo sets "
+          "judge the model."],
+         ["FER2013 PublicTest, measured only (the correction never saw it; its anchor keeps "
+          "the source's predictions on Training faces, so what moves here is the price of the "
+          "photo gains on FER2013-like faces):"],
+         ["| PublicTest | accuracy | ECE | " + " | ".join(f"recall {c}" for c in LABELS) + " |",
+          "|---|---:|---:|" + "---:|" * len(LABELS),
+          *(f"| {label} | {e.accuracy:.1%} | {e.ece:.3f} | "
+            + " | ".join(f"{c.recall:.2f}" for c in e.per_class) + " |"
+            for label, e in zip((source.stem, name), result.public, strict=True))]),
+        rebuild)

@@ -11,7 +11,6 @@ inference), no TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from facevalue import fer2013
 from facevalue.classify import Classifier, to_input
 from facevalue.errors import FacevalueError
 from facevalue.evaluate import Evaluation, score, to_crops
+from train.card import Card
 from train.modelfile import check_target, derived_metadata, write_model
 
 MAX_ACCURACY_DROP = 0.005
@@ -148,33 +148,28 @@ def _faces_per_s(classifiers: dict[str, Classifier], crops: np.ndarray,
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
-def write_card(result: Quantized) -> Path:
-    """``<out>.md``: how the int8 copy was made and how it compares with its float source."""
-    out, source = result.path, result.source
-    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+def int8_card(result: Quantized) -> Card:
+    """The int8 copy's card: how it was made and how it compares with its float source."""
+    source = result.source
     f, q = result.float_eval, result.int8_eval
     speed = result.faces_per_s
-    lines = [
-        f"# {out.stem}: {source.stem}, quantised to int8", "",
-        f"`{out.name}` (sha256 `{sha}`) is [`{source.name}`]({source.with_suffix('.md').name})"
-        f" quantised with onnxruntime's static quantisation: {METHOD}, calibrated on "
-        f"{CALIBRATION_FACES:,} Training faces. Same input, output, labels and temperature; "
-        "everything about data, training and architecture is in the source's card.", "",
-        "| PublicTest (onnxruntime) | float | int8 |", "|---|---:|---:|",
-        f"| accuracy | {f.accuracy:.2%} | {q.accuracy:.2%} |",
-        f"| macro F1 | {f.macro_f1:.3f} | {q.macro_f1:.3f} |",
-        f"| ECE | {f.ece:.4f} | {q.ece:.4f} |",
-        f"| faces/s, 1 thread, batch 64 | {speed['float']:,.0f} | {speed['int8']:,.0f} |", "",
-        f"The top emotion is the same as the float model's for {result.agreement:.2%} of the "
-        f"{q.n:,} faces; the probabilities differ by {result.mean_abs_diff:.4f} on average "
-        f"and by {result.max_abs_diff:.3f} at most. A copy is written only if accuracy drops "
-        f"by at most {MAX_ACCURACY_DROP * 100:.1f} points and the top emotion agrees on at "
-        f"least {MIN_AGREEMENT:.0%} of faces. Speeds were measured one after the other in the "
-        "same process (the ratio is the figure to read). Use the float model where agreement "
-        "with the Keras network to 1e-5 matters more than speed.", "",
-        "## Rebuild", "",
-        f"```sh\npython -m train quantize models/{source.name} --out models/{out.name} "
-        "--data fer2013.csv.gz --force\n```", ""]
-    card = out.with_suffix(".md")
-    card.write_text("\n".join(lines))
-    return card
+    return Card(
+        f"{source.stem}, quantised to int8",
+        f" is [`{source.name}`]({source.with_suffix('.md').name}) quantised with onnxruntime's "
+        f"static quantisation: {METHOD}, calibrated on {CALIBRATION_FACES:,} Training faces. "
+        "Same input, output, labels and temperature; everything about data, training and "
+        "architecture is in the source's card.",
+        (["| PublicTest (onnxruntime) | float | int8 |", "|---|---:|---:|",
+          f"| accuracy | {f.accuracy:.2%} | {q.accuracy:.2%} |",
+          f"| macro F1 | {f.macro_f1:.3f} | {q.macro_f1:.3f} |",
+          f"| ECE | {f.ece:.4f} | {q.ece:.4f} |",
+          f"| faces/s, 1 thread, batch 64 | {speed['float']:,.0f} | {speed['int8']:,.0f} |"],
+         [f"The top emotion is the same as the float model's for {result.agreement:.2%} of the "
+          f"{q.n:,} faces; the probabilities differ by {result.mean_abs_diff:.4f} on average "
+          f"and by {result.max_abs_diff:.3f} at most. A copy is written only if accuracy "
+          f"drops by at most {MAX_ACCURACY_DROP * 100:.1f} points and the top emotion agrees "
+          f"on at least {MIN_AGREEMENT:.0%} of faces. Speeds were measured one after the other "
+          "in the same process (the ratio is the figure to read). Use the float model where "
+          "agreement with the Keras network to 1e-5 matters more than speed."]),
+        f"python -m train quantize models/{source.name} --out models/{result.path.name} "
+        "--data fer2013.csv.gz --force")
