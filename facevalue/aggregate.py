@@ -8,7 +8,6 @@ the summed means of anger, disgust, fear and sadness; it lies in [-1, 1].
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import pandas as pd
 
@@ -18,6 +17,7 @@ from facevalue.columns import (
     GEOMETRY_SCORES,
     NO_FACE,
     OK,
+    RESULT,
     SCORES,
     STD,
     TIME,
@@ -37,79 +37,121 @@ def group_keys(id_columns: list[str]) -> list[str]:
     return ["company", "year"] if "year" in id_columns else ["company"]
 
 
-def companies(faces: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
+def companies(faces: pd.DataFrame, id_columns: list[str],
+              videos: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per company (and year): counts, mean probabilities and the two indices.
 
-    ``photos`` counts the photos in scope (not those outside the manifest), ``faces`` the
-    faces scored, ``failed`` the photos that could not be scored (any status other than
-    ok or no_face). With geometry columns, ``fwhr`` is the mean over main faces with
+    ``photos`` counts the photos in scope (not those outside the manifest), ``videos`` the
+    videos (rows of ``videos``, the per-video table), ``faces`` the faces scored in both,
+    ``failed`` the photos and videos that could not be scored (any status other than ok or
+    no_face). The means take each photo's main face and each video's main-track means, so
+    a video counts once, as a photo does; its ``happiness_share`` is its share of frames.
+    With geometry columns, ``fwhr`` is the mean over photos' main faces with
     ``geometry_ok`` and ``geometry_faces`` their number. Pass-through ids are the manifest
-    columns constant within every group.
+    columns constant within every group. ``faces`` holds the photos' rows only.
     """
     keys = group_keys(id_columns)
-    ids = [c for c in constant_ids(faces, id_columns, keys) if c not in keys]
     geometry = "fwhr" in faces.columns
-    columns = ["company", *ids, *keys[1:], *COUNTS, *LABELS, *SCORES,
-               *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry else ())]
+    columns = ["company", *[c for c in id_columns if c not in keys], *keys[1:], *COUNTS,
+               *LABELS, *SCORES, *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry else ())]
     rows = faces[faces["status"] != UNLISTED]
-    if rows.empty:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+    clips = _video_units(videos, keys, id_columns)
+    if rows.empty and clips.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c))
+                             for c in columns if c in (*keys, *COUNTS, *LABELS, *SCORES)})
+    others = [c for c in id_columns if c not in keys]
+    ids = constant_ids(pd.concat([_plain(rows, [*keys, *others]),
+                                  _plain(clips, [*keys, *others])]), others, keys)
+    columns = [c for c in columns if c not in id_columns or c in ids or c in keys]
     photos = rows[first_rows(rows)]
-    table = photos.groupby(keys, dropna=False, sort=True, observed=True).agg(
-        photos=("status", "size"),
-        failed=("status", lambda s: int((~s.isin([OK, NO_FACE])).sum())),
-        **{c: (c, "first") for c in ids})
-    scored = rows[rows["status"] == OK]
-    table["faces"] = scored.groupby(keys, dropna=False, observed=True).size()
+    failed = ~photos["status"].isin([OK, NO_FACE])
+    scored = rows[(rows["status"] == OK) & rows["face"].notna()]
     main = scored[scored["face"] == 0]
-    table = table.join(main.groupby(keys, dropna=False, observed=True)[list(LABELS)].mean())
-    table["happiness_share"] = (main["emotion"] == "happiness").groupby(
-        [main[k] for k in keys], dropna=False, observed=True).mean()
+    units = pd.concat([_plain(main, [*keys, *LABELS]).assign(
+                           happiness_share=(main["emotion"] == "happiness").astype(float).values),
+                       _plain(clips, [*keys, *LABELS, "happiness_share"])])
+    counts = pd.concat([
+        _plain(photos, keys).assign(photos=1, videos=0, faces=0, failed=failed.values),
+        _plain(scored, keys).assign(photos=0, videos=0, faces=1, failed=False),
+        _plain(clips, keys).assign(photos=0, videos=1, faces=clips["faces"].values,
+                                   failed=clips["failed"].values)])
+    groups = dict(dropna=False, sort=True, observed=True)
+    table = counts.groupby(keys, **groups)[list(COUNTS)].sum()
+    named = pd.concat([_plain(rows, [*keys, *ids]), _plain(clips, [*keys, *ids])])
+    table = table.join(named.groupby(keys, **groups)[ids].first())
+    table = table.join(units.groupby(keys, **groups)[[*LABELS, "happiness_share"]].mean())
     table["positivity"] = _positivity(table)
-    table["faces"] = table["faces"].fillna(0)
-    if geometry:  # fWHR over main faces measured near-frontal, sharp and large enough
+    if geometry:  # fWHR over photos' main faces measured near-frontal, sharp and large enough
         trusted = main[main["geometry_ok"].fillna(False).astype(bool)]
         grouped = trusted.groupby(keys, dropna=False, observed=True)["fwhr"]
         table["fwhr"] = grouped.mean()
         table["geometry_faces"] = grouped.count()
         table["geometry_faces"] = table["geometry_faces"].fillna(0)
     table = table.reset_index()[columns]
-    # Text read back as categoricals (pipeline._aggregation_columns) goes out as plain text.
-    text = {c: table[c].cat.categories.dtype for c in table.columns
-            if isinstance(table[c].dtype, pd.CategoricalDtype)}
     numbers = (*COUNTS, *LABELS, *SCORES, *((*GEOMETRY_SCORES, *GEOMETRY_COUNTS) if geometry
                                            else ()))
+    text = {c: "str" for c in table.columns if c not in numbers}
     return table.astype({**text, **{c: _dtype(c) for c in numbers}})
 
 
-def videos(faces: pd.DataFrame, durations: Mapping[str, float | None],
-           id_columns: list[str]) -> pd.DataFrame:
-    """One row per video, from its frames' rows (those with a ``time``).
+def _plain(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Those columns with text as plain strings (the per-face file is read back with text as
+    categoricals: their categories would differ from another frame's) and a fresh index."""
+    picked = frame[columns].reset_index(drop=True)
+    text = {c: picked[c].cat.categories.dtype for c in columns
+            if isinstance(picked[c].dtype, pd.CategoricalDtype)}
+    return picked.astype(text) if text else picked
 
-    ``duration`` comes from ``durations`` (the container's, by path); ``frames`` counts the
-    sampled frames, ``frames_with_face`` those scored, ``main_share`` the share of sampled
-    frames in which the main track (``track`` 0) is seen. The seven means, ``positivity``
-    and the standard deviations over time (sample, so NaN from a single frame) take the main
-    track's faces, one a frame.
+
+def _video_units(videos: pd.DataFrame | None, keys: list[str],
+                 id_columns: list[str]) -> pd.DataFrame:
+    """Each video in scope as one unit for the company table: its keys, ids, main-track
+    means and happiness share, faces scored and whether it failed."""
+    wanted = [*keys, *[c for c in id_columns if c not in keys], *LABELS, "happiness_share",
+              "faces"]
+    if videos is None or videos.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c) if c in LABELS else "object")
+                             for c in [*wanted, "failed"]})
+    clips = videos[videos["status"] != UNLISTED]
+    return clips[wanted].assign(failed=~clips["status"].isin([OK, NO_FACE])).reset_index(
+        drop=True)
+
+
+def videos(faces: pd.DataFrame, listed: pd.DataFrame, id_columns: list[str]) -> pd.DataFrame:
+    """One row per video of ``listed`` (path, company, ids, status, error, duration: what
+    discovery and the job know of each), from its frames' rows in ``faces``.
+
+    ``frames`` counts the sampled frames, ``frames_with_face`` those with a face found,
+    ``faces`` the faces scored in them, ``main_share`` the share of sampled frames in which
+    the main track (``track`` 0) is seen. The seven means, ``happiness_share``,
+    ``positivity`` and the standard deviations over time (sample, so NaN from a single
+    frame) take the main track's faces, one a frame. A video that could not be sampled has
+    its status, 0 frames and no means.
     """
     rows = faces[faces[TIME].notna()]
-    by_path = rows.groupby("path", sort=True)
-    table = by_path[["company", *id_columns]].first()
-    table["duration"] = [durations.get(path) for path in table.index]
-    table["frames"] = by_path[TIME].nunique()
-    scored = rows[rows["status"] == OK].groupby("path")[TIME].nunique()
-    table["frames_with_face"] = scored.reindex(table.index, fill_value=0)
-    main = rows[rows[TRACK] == 0].groupby("path")
-    seen = main[TIME].nunique().reindex(table.index, fill_value=0)
-    table["main_share"] = seen / table["frames"]
-    table = table.join(main[list(LABELS)].mean())
+    table = listed.set_index("path")
+    index = table.index
+    scored = rows[(rows["status"] == OK)]
+    table["frames"] = rows.groupby("path")[TIME].nunique().reindex(index, fill_value=0)
+    table["frames_with_face"] = scored.groupby("path")[TIME].nunique().reindex(
+        index, fill_value=0)
+    table["faces"] = scored.groupby("path")["face"].count().reindex(index, fill_value=0)
+    main = rows[rows[TRACK] == 0]
+    seen = main.groupby("path")[TIME].nunique().reindex(index, fill_value=0)
+    table["main_share"] = seen / table["frames"].where(table["frames"] > 0)
+    by_path = main.groupby("path")
+    table = table.join(by_path[list(LABELS)].mean())
+    table["happiness_share"] = (main["emotion"] == "happiness").groupby(main["path"]).mean()
     table["positivity"] = _positivity(table)
-    table = table.join(main[list(LABELS)].std().add_suffix(STD))
+    table = table.join(by_path[list(LABELS)].std().add_suffix(STD))
     spread = [label + STD for label in LABELS]
     numbers = {"duration": "float64", "frames": "int64", "frames_with_face": "int64",
-               **{c: "float64" for c in (*LABELS, "positivity", *spread)}}
-    columns = ["path", "company", *id_columns, *VIDEO_COUNTS, *LABELS, "positivity", *spread]
-    return table.reset_index().astype(numbers)[columns]
+               "faces": "int64",
+               **{c: "float64" for c in ("main_share", *LABELS, *SCORES, *spread)}}
+    columns = ["path", "company", *id_columns, *RESULT, *VIDEO_COUNTS, *LABELS, *SCORES,
+               *spread]
+    return table.reset_index().astype(numbers)[columns].sort_values("path",
+                                                                    ignore_index=True)
 
 
 def _positivity(means: pd.DataFrame) -> pd.Series:
@@ -133,7 +175,7 @@ def status_counts(faces: pd.DataFrame) -> dict[str, int]:
 
 def constant_ids(faces: pd.DataFrame, id_columns: list[str], keys: list[str]) -> list[str]:
     """Manifest columns with one value per group (ticker, gvkey), not per photo (person)."""
-    rows = faces[faces["status"] != UNLISTED]
+    rows = faces[faces["status"] != UNLISTED] if "status" in faces.columns else faces
     if rows.empty:
         return [c for c in id_columns if c not in keys]
     groups = rows.groupby(keys, dropna=False, observed=True)

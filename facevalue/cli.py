@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from facevalue import __version__
-from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PIXELS, DEVICES, FACES_MODES
+from facevalue.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FPS,
+    DEFAULT_MAX_PIXELS,
+    DEVICES,
+    FACES_MODES,
+)
 from facevalue.errors import FacevalueError
 
 if TYPE_CHECKING:
@@ -65,12 +71,19 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
               help="Per-face Parquet file to write.")
 @click.option("--companies", type=click.Path(dir_okay=False),
               help="Per-company Parquet file [default: <stem>.companies.parquet beside --out].")
+@click.option("--videos", type=click.Path(dir_okay=False),
+              help="Per-video Parquet file, written when PHOTOS holds videos "
+                   "[default: <stem>.videos.parquet beside --out].")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="CSV with path (relative to PHOTOS), company, and ids to copy through.")
 @model_option
 @device_option
 @click.option("--faces", type=click.Choice(FACES_MODES), default=FACES_MODES[0], show_default=True,
-              help="main: each photo's largest face; all: every face found.")
+              help="main: each photo's largest face, each video's main track (the person "
+                   "seen most); all: every face found, in videos with its track.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=1000), default=DEFAULT_FPS,
+              show_default=True,
+              help="Video frames sampled a second (0.2: one every 5 s); more is slower.")
 @click.option("--geometry", is_flag=True,
               help="Also measure each face's fWHR, head pose and quality (face mesh).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
@@ -93,15 +106,17 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join with --engine ray (host:port, auto) "
                    "[default: $RAY_ADDRESS, else start a local Ray].")
-def score(photos: str, out: str, companies: str | None, manifest: str | None,
-          model: str | None, device: str, faces: str, geometry: bool, batch_size: int,
-          max_pixels: float,
+def score(photos: str, out: str, companies: str | None, videos: str | None,
+          manifest: str | None, model: str | None, device: str, faces: str, fps: float,
+          geometry: bool, batch_size: int, max_pixels: float,
           threads: int | None, workers: int | None, quiet: bool, engine: str,
           ray_address: str | None) -> None:
     """Score the faces in every photo under PHOTOS into per-face and per-company Parquet.
 
-    Results are saved beside --out as they are made: the same command run again after an
-    interruption, or after photos were added, scores only the photos not yet scored.
+    Videos (.mp4 .mov .m4v .mkv .avi .webm) are sampled at --fps: a row per face per
+    sampled frame, with its time and track, and a per-video table. Results are saved beside
+    --out as they are made: the same command run again after an interruption, or after
+    photos were added, scores only the photos not yet scored.
     """
     if quiet:
         logging.getLogger("facevalue").setLevel(logging.WARNING)
@@ -113,7 +128,8 @@ def score(photos: str, out: str, companies: str | None, manifest: str | None,
                                model=model, device=device, faces=faces, geometry=geometry,
                                batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
                                threads=threads, progress=progress, arguments=arguments,
-                               engine=_engine(engine, ray_address, workers, quiet))
+                               engine=_engine(engine, ray_address, workers, quiet), fps=fps,
+                               videos=videos)
     _outputs_complete()
     if not quiet:
         _summarize(summary)
@@ -157,15 +173,18 @@ class _Progress:
         self.bar: Any = None
         self.started = time.perf_counter()
 
-    def __call__(self, finished: int, total: int) -> None:
+    def __call__(self, finished: int, total: int, frames: int | None = None) -> None:
+        """``frames``: the video frames sampled so far, when the run has videos."""
         if not self.enabled:
             return
         if self.bar is None:
             self.bar = click.progressbar(length=total, label="scoring", file=sys.stderr,
                                          item_show_func=lambda rate: rate)
             self.bar.__enter__()
-        rate = finished / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(finished - self.bar.pos, f"{rate:,.0f} photos/s")
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        shown = f"{finished / seconds:,.0f} photos/s" if frames is None else \
+            f"{frames:,} frames, {frames / seconds:,.1f} frames/s"
+        self.bar.update(finished - self.bar.pos, shown)
 
     def __enter__(self) -> _Progress:
         return self
@@ -180,9 +199,16 @@ def _summarize(summary: Summary) -> None:
     details = ", ".join(f"{n} {status}" for status, n in summary.statuses.items())
     seconds = summary.seconds
     reused = f", {summary.reused} reused from an earlier run" if summary.reused else ""
-    click.echo(f"{summary.photos} photos ({details}), {summary.faces} faces scored in "
-               f"{seconds:.1f} s ({summary.photos / max(seconds, 1e-9):,.0f} photos/s{reused})"
-               f" -> {summary.out}, {summary.companies}", err=True)
+    files, unit = f"{summary.photos} photos", "photos"
+    tables = f"{summary.out}, {summary.companies}"
+    if summary.videos:
+        files = (f"{summary.photos - summary.videos} photos and {summary.videos} videos "
+                 f"({summary.frames:,} frames)")
+        unit = "files"
+        tables += f", {summary.video_table}"
+    click.echo(f"{files} ({details}), {summary.faces} faces scored in {seconds:.1f} s "
+               f"({summary.photos / max(seconds, 1e-9):,.0f} {unit}/s{reused}) -> {tables}",
+               err=True)
 # --- end score and info ---
 
 

@@ -29,17 +29,17 @@ GEOMETRY = ("fwhr", "yaw", "pitch", "roll", "eye_distance", "sharpness", "landma
 PHOTO_SHA256 = "photo_sha256"
 # Per-company table: company, ids, COUNTS, LABELS (means), SCORES, then with --geometry
 # GEOMETRY_SCORES and GEOMETRY_COUNTS.
-COUNTS = ("photos", "faces", "failed")
+COUNTS = ("photos", "videos", "faces", "failed")
 SCORES = ("happiness_share", "positivity")
 GEOMETRY_COUNTS = ("geometry_faces",)
 GEOMETRY_SCORES = ("fwhr",)
 # Video frames' rows add TIME (float64 seconds from the first frame) and TRACK (int32: one
-# person across frames, 0 the main track, the one seen most). Per-video table: path,
-# company, ids, VIDEO_COUNTS, LABELS (main-track means), positivity, then each label's
-# standard deviation over the main track's frames, named label + STD.
+# person across frames, 0 the main track, the one seen most), after RESULT. Per-video
+# table: path, company, ids, RESULT (the video's), VIDEO_COUNTS, LABELS (main-track means),
+# SCORES, then each label's standard deviation over the main track's frames, label + STD.
 TIME = "time"
 TRACK = "track"
-VIDEO_COUNTS = ("duration", "frames", "frames_with_face", "main_share")
+VIDEO_COUNTS = ("duration", "frames", "frames_with_face", "faces", "main_share")
 STD = "_std"
 # Columns a manifest may not use for its ids: a copied-through id would overwrite them.
 RESERVED = frozenset({*PHOTO, *RESULT, *BOX, FACE_SCORE, EMOTION, *GEOMETRY, PHOTO_SHA256,

@@ -21,6 +21,7 @@ from facevalue.errors import FacevalueError
 from facevalue.storage import (
     ESCAPE,
     SUFFIXES,
+    VIDEO_SUFFIXES,
     Location,
     display_path,
     fs_path,
@@ -75,7 +76,8 @@ def discover(root: str | Path | Location, manifest: str | Path | None = None) ->
     photos = photos_from_paths(location.list_photos(), manifest, location)
     if not photos:
         raise NoPhotosError(f"{location.uri}: no photos found (looked for "
-                            f"{', '.join(sorted(SUFFIXES))} in it and its folders)")
+                            f"{', '.join(sorted(SUFFIXES | VIDEO_SUFFIXES))} in it and its "
+                            "folders)")
     return photos
 
 

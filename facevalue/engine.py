@@ -2,9 +2,11 @@
 
 The job (``facevalue.pipeline``) owns everything that is the same for every engine: the
 options, the models, the metadata, the saved results (photos with one never reach an
-engine), the rows and both tables. An engine is a stream: the photos still to score in, one
-``PhotoResult`` per photo out, in the photos' order; ``facevalue.local`` with threads on this
-machine, ``facevalue.ray_engine`` on Ray Data.
+engine), the rows and the tables. An engine is a stream: the photos (and videos) still to
+score in, one ``PhotoResult`` per photo and one ``VideoResult`` per video out, in their
+order; ``facevalue.local`` with threads on this machine, ``facevalue.ray_engine`` on Ray
+Data. Both split the stream into the same ``units`` of work and score each unit with the
+same functions, so they classify the same batches.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +23,11 @@ from facevalue.classify import Classifier, load_classifier
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
 from facevalue.errors import FacevalueError
-from facevalue.faces import Options
+from facevalue.faces import Options, PhotoFaces, find_faces
 from facevalue.geometry import FaceMesh
-from facevalue.records import PhotoResult
-from facevalue.storage import Location
+from facevalue.records import PhotoResult, VideoResult
+from facevalue.storage import Location, is_video
+from facevalue.video_faces import score_video
 
 STAGES = ("read", "decode", "detect", "crop", "classify", "write", "state")
 
@@ -60,6 +63,8 @@ class RunStats:
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.statuses: Counter[str] = Counter()
         self.faces = 0
+        self.videos = 0
+        self.frames = 0  # video frames sampled
         self.scored = 0
         self.reused = 0
         self.workers = 0  # set by the engine: threads locally, actors on Ray (0: not started)
@@ -68,11 +73,16 @@ class RunStats:
         """Add the time since ``since`` (a ``time.perf_counter()``) to a stage."""
         self.seconds[stage] += time.perf_counter() - since
 
-    def count(self, results: Iterable[PhotoResult]) -> None:
-        """Count finished photos by status, and their faces."""
+    def count(self, results: Iterable[PhotoResult | VideoResult]) -> None:
+        """Count finished photos and videos by status, and their faces (and frames)."""
         for result in results:
             self.statuses[result.status] += 1
-            self.faces += len(result.faces)
+            if isinstance(result, VideoResult):
+                self.videos += 1
+                self.frames += len(result.frames)
+                self.faces += sum(len(frame.faces) for frame in result.frames)
+            else:
+                self.faces += len(result.faces)
 
 
 class Engine(Protocol):
@@ -86,12 +96,41 @@ class Engine(Protocol):
         """What the engine adds to the tables' ``facevalue.arguments``."""
 
     def score(self, photos: Iterable[Photo], work: Work,
-              stats: RunStats) -> Generator[PhotoResult, None, None]:
-        """One result per photo, in the photos' order, taking photos as it needs them.
+              stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
+        """One result per photo or video, in their order, taking photos as it needs them.
 
         Sets ``stats.workers`` and adds its stages' seconds to ``stats``. The job closes the
         stream once it has every result, so an engine's cleanup (Ray's shutdown) runs then.
         """
+
+
+def units(photos: Iterable[Photo], chunk_size: int) -> Iterator[list[Photo]]:
+    """The photos in units of work, in order: up to ``chunk_size`` photos, whose faces are
+    classified in one batch, or one video, scored whole (so a finished video is saved
+    while the next is scored, and videos spread over the workers)."""
+    chunk: list[Photo] = []
+    for photo in photos:
+        if is_video(photo.path):
+            if chunk:
+                yield chunk
+                chunk = []
+            yield [photo]
+            continue
+        chunk.append(photo)
+        if len(chunk) == chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def find(photo: Photo, location: Location, detector: FaceDetector, classifier: Classifier,
+         options: Options, mesh: FaceMesh | None = None) -> PhotoFaces | VideoResult:
+    """A photo's faces, to be classified with its unit's, or a video's result, scored whole
+    (``video_faces``)."""
+    if is_video(photo.path):
+        return score_video(photo, location, detector, classifier, options, mesh)
+    return find_faces(photo, location, detector, classifier.contract, options)
 
 
 def load_models(model: str | Path | None, device: str, threads: int,

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from facevalue.contract import Contract
 from facevalue.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_FPS,
     DEFAULT_MAX_PIXELS,
     FACES_MODES,
 )
@@ -56,12 +58,15 @@ class Options:
     batch_size: int = DEFAULT_BATCH_SIZE
     chunk_size: int = DEFAULT_CHUNK_SIZE
     geometry: bool = False  # also measure each face's geometry (facevalue.geometry)
+    fps: float = DEFAULT_FPS  # video frames sampled a second
 
     def __post_init__(self) -> None:
         if self.faces not in FACES_MODES:
             raise ValueError(f"faces must be one of {FACES_MODES}, not {self.faces!r}")
         if min(self.max_pixels, self.batch_size, self.chunk_size) < 1:
             raise ValueError("max_pixels, batch_size and chunk_size must be positive")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"fps must be a positive number, not {self.fps}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def find_faces(photo: Photo, root: str | Path | Location, detector: FaceDetector
     """Read one photo from its folder (or take ``data``, its bytes), detect its faces, and
     crop the ones kept."""
     if photo.status is not None:
-        return PhotoFaces(photo, photo.status, _discovery_error(photo.status))
+        return PhotoFaces(photo, photo.status, discovery_error(photo.status))
     sha256 = None
     laps = _Laps()
     try:
@@ -115,7 +120,8 @@ def find_faces(photo: Photo, root: str | Path | Location, detector: FaceDetector
         laps.lap("read")
         image = decode.decode(data, options.max_pixels, DETECT_SIDE)
         laps.lap("decode")
-        return _detect(photo, data, image, detector, contract, options, sha256, laps)
+        larger = lambda side: decode.decode(data, options.max_pixels, side)  # noqa: E731
+        return _detect(photo, image, larger, detector, contract, options, sha256, laps)
     except PhotoError as e:
         return PhotoFaces(photo, e.status, str(e), sha256=sha256, seconds=laps.seconds)
     except (cv2.error, ValueError, MemoryError) as e:
@@ -124,21 +130,40 @@ def find_faces(photo: Photo, root: str | Path | Location, detector: FaceDetector
                           seconds=laps.seconds)
 
 
-def _discovery_error(status: str) -> str:
+def discovery_error(status: str) -> str:
+    """The error of a photo (or video) discovery gave a status: missing or unlisted."""
     if status == MISSING:
         return "listed in the manifest but no such photo"
     return "not listed in the manifest, so not scored"
 
 
-def _detect(photo: Photo, data: bytes, image: decode.Decoded, detector: FaceDetector,
-            contract: Contract, options: Options, sha256: str, laps: _Laps) -> PhotoFaces:
+def frame_faces(photo: Photo, frame: np.ndarray, detector: FaceDetector, contract: Contract,
+                options: Options, sha256: str) -> PhotoFaces:
+    """A video frame's faces, found as a photo's: on a copy reduced by 2, 4 or 8 while its
+    longer side stays at least DETECT_SIDE, cropped from the whole frame when small in it."""
+    laps = _Laps()
+    height, width = frame.shape[:2]
+    factor = next(f for f in (8, 4, 2, 1) if f == 1 or max(height, width) // f >= DETECT_SIDE)
+    reduced = frame if factor == 1 else cv2.resize(
+        frame, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+    image = decode.Decoded(reduced, height, width)
+    laps.lap("decode")
+    whole = decode.Decoded(frame, height, width)
+    return _detect(photo, image, lambda side: whole, detector, contract, options, sha256, laps)
+
+
+def _detect(photo: Photo, image: decode.Decoded, larger: Callable[[int], decode.Decoded],
+            detector: FaceDetector, contract: Contract, options: Options, sha256: str,
+            laps: _Laps) -> PhotoFaces:
+    """Detect, keep, and crop: ``larger(side)`` gives the image again with at least ``side``
+    pixels on its longer side, for faces too small in ``image``."""
     boxes = detector.detect(image.image)
     laps.lap("detect")
     if not boxes:
         return PhotoFaces(photo, NO_FACE, faces_in_photo=0, sha256=sha256,
                           seconds=laps.seconds)
     kept = boxes[:1] if options.faces == "main" else boxes
-    source = _crop_source(data, image, kept, options.max_pixels)
+    source = _crop_source(image, kept, larger)
     laps.lap("decode")
     factor = image.scale[0] / source.scale[0]  # detection pixels -> crop source pixels
     in_source = [box.scaled(factor) for box in kept]
@@ -159,8 +184,8 @@ def _mesh_crops(source: decode.Decoded, boxes: list[Box]) -> tuple[np.ndarray, n
     return np.stack([crop for crop, _ in pairs]), np.stack(matrices)
 
 
-def _crop_source(data: bytes, image: decode.Decoded, boxes: list[Box],
-                 max_pixels: int) -> decode.Decoded:
+def _crop_source(image: decode.Decoded, boxes: list[Box],
+                 larger: Callable[[int], decode.Decoded]) -> decode.Decoded:
     """The image to crop from: the detection copy, or a larger decode if a face is small in it.
 
     Portraits keep the reduced copy (one decode); a small face in a large group photo gets a
@@ -170,7 +195,7 @@ def _crop_source(data: bytes, image: decode.Decoded, boxes: list[Box],
     if side >= MIN_CROP_SIDE or image.scale[0] == 1:
         return image
     needed = math.ceil(max(image.image.shape[:2]) * MIN_CROP_SIDE / max(side, 1))
-    return decode.decode(data, max_pixels, needed)
+    return larger(needed)
 
 
 def _to_original(box: Box, image: decode.Decoded) -> Box:

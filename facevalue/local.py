@@ -1,9 +1,10 @@
 """The local engine: worker threads find faces while the calling thread classifies.
 
 Worker threads read, decode, detect and crop the photos of the next chunks while the
-calling thread classifies the current one in a single batch. OpenCV's decoding and
-resizing and onnxruntime's inference release the GIL, so threads use every core without
-copying photos between processes; the results do not depend on the number of workers.
+calling thread classifies the current one in a single batch; a worker scores a video whole
+(``video_faces``), classifying its frames' faces itself. OpenCV's decoding and resizing,
+FFmpeg's decoding and onnxruntime's inference release the GIL, so threads use every core
+without copying photos between processes; the results do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from collections import deque
 from collections.abc import Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from facevalue.discover import Photo
-from facevalue.engine import Models, RunStats, Work, default_workers, load_models
-from facevalue.faces import PhotoFaces, find_faces
-from facevalue.records import PhotoResult
-from facevalue.rows import classify_results
+from facevalue.engine import Models, RunStats, Work, default_workers, find, load_models, units
+from facevalue.faces import PhotoFaces
+from facevalue.records import PhotoResult, VideoResult
+from facevalue.rows import finish_chunk
+from facevalue.storage import is_video
 
 # Chunks handed to the workers beyond the one being classified, so they never wait for it.
 AHEAD = 2
@@ -47,39 +48,46 @@ class LocalEngine:
         return {}
 
     def score(self, photos: Iterable[Photo], work: Work,
-              stats: RunStats) -> Generator[PhotoResult, None, None]:
+              stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
         stats.workers = self.workers  # also when every photo's result is saved
         return self._stream(photos, work, stats)
 
     def _stream(self, photos: Iterable[Photo], work: Work,
-                stats: RunStats) -> Generator[PhotoResult, None, None]:
-        """Chunks of ``chunk_size`` photos to the workers, AHEAD of the one classified."""
-        pending: deque[list[Future[PhotoFaces]]] = deque()
+                stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
+        """Units of work (``engine.units``) to the workers, AHEAD of the one classified, and
+        one more for each video in flight, up to one a worker: a video is one unit."""
+        pending: deque[tuple[bool, list[Future[PhotoFaces | VideoResult]]]] = deque()
+        videos = 0  # units in ``pending`` that are a video
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facevalue")
-        contract = work.models.classifier.contract
-        iterator = iter(photos)
+        models = work.models
         try:
-            while chunk := list(islice(iterator, work.options.chunk_size)):
-                pending.append([pool.submit(find_faces, photo, work.location,
-                                            work.models.detector, contract, work.options)
-                                for photo in chunk])
-                if len(pending) > AHEAD:
-                    yield from _classify(pending.popleft(), work, stats)
+            for unit in units(photos, work.options.chunk_size):
+                video = is_video(unit[0].path)
+                pending.append((video, [pool.submit(find, photo, work.location,
+                                                    models.detector, models.classifier,
+                                                    work.options, models.mesh)
+                                        for photo in unit]))
+                videos += video
+                if len(pending) > AHEAD + min(videos, self.workers):
+                    video, futures = pending.popleft()
+                    videos -= video
+                    yield from _classify(futures, work, stats)
             while pending:
-                yield from _classify(pending.popleft(), work, stats)
+                yield from _classify(pending.popleft()[1], work, stats)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _classify(futures: list[Future[PhotoFaces]], work: Work,
-              stats: RunStats) -> list[PhotoResult]:
-    """Wait for a chunk's faces and classify them in one batch."""
+def _classify(futures: list[Future[PhotoFaces | VideoResult]], work: Work,
+              stats: RunStats) -> list[PhotoResult | VideoResult]:
+    """Wait for a unit's faces and classify them in one batch (a video comes scored)."""
     items = [future.result() for future in futures]
     for item in items:
-        for stage, seconds in item.seconds.items():
-            stats.seconds[stage] += seconds
+        if isinstance(item, PhotoFaces):
+            for stage, seconds in item.seconds.items():
+                stats.seconds[stage] += seconds
     since = time.perf_counter()
-    results = classify_results(items, work.models.classifier, work.options.batch_size,
-                               work.models.mesh)
+    results = finish_chunk(items, work.models.classifier, work.options.batch_size,
+                           work.models.mesh)
     stats.charge("classify", since)
     return results

@@ -10,6 +10,11 @@ Memory stays flat however many photos there are: photos go to the engine in chun
 to disk as they are made, and the company table is computed from the written file. Results
 are saved per chunk beside the output (``facevalue.state``), so a killed run picks up where
 it stopped and a re-run scores only new or changed photos, whichever engine runs it.
+
+Videos in the folder go the same way, each one unit of work (``facevalue.video_faces``):
+their frames' rows join the per-face table, each video's result is saved as soon as it
+arrives, and the per-video table (``aggregate.videos``) is made from each video's rows as
+they pass, one row a video.
 """
 
 from __future__ import annotations
@@ -32,19 +37,25 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facevalue import __version__, aggregate, discover, storage, write
-from facevalue.columns import ERROR
+from facevalue.columns import ERROR, TIME, TRACK
 from facevalue.contract import LABELS
-from facevalue.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PIXELS
+from facevalue.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_FPS,
+    DEFAULT_MAX_PIXELS,
+)
 from facevalue.detect import ALIGN, CROP_SCALE, CROP_SHIFT
 from facevalue.discover import Photo
 from facevalue.engine import Engine, Models, RunStats, Work
 from facevalue.faces import DETECT_SIDE, MIN_CROP_SIDE, Options
 from facevalue.local import LocalEngine
-from facevalue.records import PhotoResult
-from facevalue.rows import result_rows
+from facevalue.records import PhotoResult, VideoResult
+from facevalue.rows import iter_rows
 from facevalue.state import SavedResults, state_folder
 from facevalue.storage import FileKey, Location
 
@@ -55,11 +66,20 @@ log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 4096
 
 
-class Scores(NamedTuple):
-    """What ``score_folder`` returns; both frames carry the run's metadata in ``.attrs``."""
+@dataclass(frozen=True)
+class Scores:
+    """What ``score_folder`` returns; the frames carry the run's metadata in ``.attrs``.
+
+    Unpacks as ``faces, companies`` (what it was before videos); ``videos`` is the
+    per-video table, None when the folder holds no video.
+    """
 
     faces: pd.DataFrame
     companies: pd.DataFrame
+    videos: pd.DataFrame | None = None
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        return iter((self.faces, self.companies))
 
 
 @dataclass(frozen=True)
@@ -68,14 +88,23 @@ class Summary:
 
     out: str
     companies: str
-    photos: int
-    faces: int  # faces scored (rows with status ok)
-    statuses: dict[str, int]  # photos per status, most common first
+    photos: int  # photos and videos
+    faces: int  # faces scored (in photos and video frames)
+    statuses: dict[str, int]  # photos (and videos) per status, most common first
     scored: int  # photos without a saved result: scored (or found broken) by this run
     reused: int  # photos whose saved results were reused
     seconds: float
     stages: dict[str, float]  # seconds per stage, summed over threads
     workers: int
+    videos: int = 0  # of ``photos``, the videos
+    frames: int = 0  # video frames sampled
+    video_table: str | None = None  # the per-video table, when there were videos
+
+
+def video_setup_key(setup: str, options: Options) -> str:
+    """A video's setup key: the photos' and the frame rate, so another ``--fps`` scores the
+    videos again and the photos' saved results stay valid."""
+    return hashlib.sha256(json.dumps({"setup": setup, "fps": options.fps}).encode()).hexdigest()
 
 
 def setup_key(model_sha256: str, detector: str, options: Options, photos: str | Path | Location,
@@ -106,11 +135,16 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None,
                  workers: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 progress: Callable[[int, int], None] | None = None,
+                 progress: Callable[..., None] | None = None,
                  arguments: Mapping[str, Any] | None = None, geometry: bool = False,
-                 engine: Engine | None = None) -> Summary:
+                 engine: Engine | None = None, fps: float = DEFAULT_FPS,
+                 videos: str | Path | None = None) -> Summary:
     """Score every photo under ``photos`` into the per-face Parquet ``out`` and the
     per-company one (``companies``, default ``<out stem>.companies.parquet``).
+
+    Videos under ``photos`` are sampled at ``fps`` frames a second; their frames' rows join
+    the per-face table, and the per-video table goes to ``videos`` (default ``<out
+    stem>.videos.parquet``), written only when there are videos.
 
     ``photos`` and the outputs may be local paths or URIs (``s3://``, ``gs://``). Memory
     stays flat for any number of photos. Results are saved beside a local ``out``
@@ -118,14 +152,16 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     photos, and only photos without a saved result are scored; the outputs are complete
     either way. ``engine`` scores the photos (default ``LocalEngine(workers)``: ``workers``
     threads find faces, every core by default); ``threads`` is each onnxruntime session's.
-    ``progress(finished, total)`` is called after each chunk; ``arguments`` (default: this
-    call's) go into the metadata. ``geometry`` adds each face's fWHR, pose and quality
-    columns (``facevalue.geometry``).
+    ``progress(finished, total)`` is called after each chunk (and each video, with the
+    frames sampled so far as a third argument when there are videos); ``arguments``
+    (default: this call's) go into the metadata. ``geometry`` adds each face's fWHR, pose
+    and quality columns (``facevalue.geometry``).
     """
     started = time.perf_counter()
     companies = str(companies if companies is not None else write.default_companies_path(out))
-    write.check_outputs(out, companies)
-    options = Options(faces, max_pixels, batch_size, chunk_size, geometry)
+    videos = str(videos if videos is not None else write.default_videos_path(out))
+    write.check_outputs(out, companies, videos)
+    options = Options(faces, max_pixels, batch_size, chunk_size, geometry, fps)
     engine = engine or LocalEngine(workers or 0)
     location = storage.open_location(photos)
     found = discover.discover(location, manifest)
@@ -133,47 +169,83 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
                      "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
-                     "geometry": geometry}
+                     "geometry": geometry, "fps": fps}
     meta = _metadata(models, {**arguments, **engine.arguments()})
     ids = discover.id_columns(found)
     stats = RunStats()
     work = Work(location, models, options, device, threads)
     n_photos = len(found)
-    try:  # the saved results' lock covers the temporary files until both tables are renamed
+    clips = _Videos(ids) if any(storage.is_video(p.path) for p in found) else None
+    try:  # the saved results' lock covers the temporary files until all tables are renamed
         with _saved_results(out, models, options, location) as saved:
-            results = _results(found, work, engine, saved, stats, _counting(progress, n_photos))
+            results = _results(found, work, engine, saved, stats,
+                               _counting(progress, n_photos, clips is not None), clips)
             faces_file = _write_rows(results, write.face_schema(ids, meta, geometry=geometry),
                                      out, companies, stats)
             del results, models, work, found  # hand back onnxruntime's buffers first
-            _write_companies(faces_file, companies, ids, geometry, meta)
+            _write_companies(faces_file, companies, ids, geometry, meta,
+                             None if clips is None else (clips.table(), videos))
     except OSError as e:  # photos' own read errors never get here: they are status rows
         raise _output_error(e.filename or out, e) from e
     return Summary(str(out), companies, n_photos, stats.faces,
                    dict(stats.statuses.most_common()), stats.scored, stats.reused,
-                   time.perf_counter() - started, dict(stats.seconds), stats.workers)
+                   time.perf_counter() - started, dict(stats.seconds), stats.workers,
+                   stats.videos, stats.frames, None if clips is None else videos)
+
+
+class _Videos:
+    """The per-video table's rows, made from each video's rows as the job passes them."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.rows: list[pd.DataFrame] = []
+
+    def add(self, photo: Photo, result: VideoResult, rows: list[dict[str, Any]]) -> None:
+        """One video's row of the per-video table, from its rows in the per-face table."""
+        listed = pd.DataFrame([{"path": storage.display_path(photo.path),
+                                "company": photo.company, **photo.ids,
+                                "status": result.status, "error": result.error,
+                                "duration": result.duration}])
+        frames = pd.DataFrame(rows, columns=["path", "status", TIME, TRACK, "face", "emotion",
+                                             *LABELS])
+        self.rows.append(aggregate.videos(frames, listed, self.ids))
+
+    def table(self) -> pd.DataFrame:
+        """Every video's row, in path order."""
+        return pd.concat(self.rows, ignore_index=True).sort_values("path", ignore_index=True)
 
 
 def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[str],
-                     geometry: bool, meta: dict[str, str]) -> None:
-    """Write the company table from the finished per-face file, then rename both tables.
+                     geometry: bool, meta: dict[str, str],
+                     videos: tuple[pd.DataFrame, str] | None = None) -> None:
+    """Write the company table from the finished per-face file (and the per-video table,
+    ``videos``: the table and where it goes), then rename all tables.
 
     The per-face file still has its temporary name: a company table that cannot be written
-    (a full disk) leaves the previous run's two tables as they were, not a new per-face file
+    (a full disk) leaves the previous run's tables as they were, not a new per-face file
     beside an old company file.
     """
     pending = [faces_file]
+    where = companies
     try:
-        company_frame = aggregate.companies(_aggregation_columns(faces_file, ids, geometry), ids)
+        clips = None if videos is None else videos[0]
+        skip = [] if clips is None else clips["path"].tolist()
+        company_frame = aggregate.companies(
+            _aggregation_columns(faces_file, ids, geometry, skip), ids, clips)
         pending.append(write.write_frame(company_frame, companies,
                                          write.company_schema(company_frame.columns, meta),
                                          commit=False))
+        if videos is not None:
+            where = videos[1]
+            pending.append(write.write_frame(videos[0], where, write.video_schema(ids, meta),
+                                             commit=False))
         for output in pending:
             output.commit()
     except BaseException as e:
         for output in pending:
             output.discard()
         if isinstance(e, OSError):
-            raise _output_error(companies, e) from e
+            raise _output_error(where, e) from e
         raise
 
 
@@ -198,7 +270,8 @@ def _saved_results(out: str | Path, models: Models, options: Options,
         return nullcontext(None)
     mesh = models.mesh.name if models.mesh else None
     setup = setup_key(models.classifier.sha256, models.detector.name, options, location, mesh)
-    return SavedResults(state_folder(storage.local_path(out)), setup, mesh is not None)
+    return SavedResults(state_folder(storage.local_path(out)), setup, mesh is not None,
+                        video_setup_key(setup, options))
 
 
 class _Entry(NamedTuple):
@@ -206,39 +279,71 @@ class _Entry(NamedTuple):
 
     photo: Photo
     key: FileKey | None
-    saved: PhotoResult | None
+    saved: PhotoResult | VideoResult | None
 
 
 def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResults | None,
-             stats: RunStats,
-             progress: Callable[[int], None] | None) -> Iterator[list[dict[str, Any]]]:
+             stats: RunStats, progress: Callable[[int, int], None] | None,
+             videos: _Videos | None = None) -> Iterator[list[dict[str, Any]]]:
     """Each chunk's rows, in photo order: saved results where found, the engine's otherwise.
 
     The engine takes the photos without a saved result and gives their results back in
     order; walking every entry, the job takes the next fresh result where it has no saved
-    one. New results are saved once a chunk of photos is done.
+    one. New results are saved once a chunk of photos is done, a video's as soon as it
+    arrives (a killed run loses at most the videos in flight). A video's rows go out in
+    parts of at most ROW_GROUP_ROWS, and to ``videos`` for the per-video table.
     """
     entries = _Entries(_look_up(photos, work, saved, stats))
     with closing(engine.score(entries.to_score(), work, stats)) as fresh:
         while chunk := list(islice(entries, work.options.chunk_size)):
-            results = [entry.saved if entry.saved is not None else next(fresh)
-                       for entry in chunk]
-            if saved is not None:
-                since = time.perf_counter()
-                saved.save([(entry.key, result) for entry, result in
-                            zip(chunk, results, strict=True)
-                            if entry.key is not None and entry.saved is None and _keep(result)])
-                stats.charge("state", since)
+            results: list[PhotoResult | VideoResult] = []
+            rows: list[dict[str, Any]] = []  # the photos' since the last video
+            for entry in chunk:
+                result = entry.saved if entry.saved is not None else next(fresh)
+                results.append(result)
+                if isinstance(result, PhotoResult):
+                    rows += iter_rows(entry.photo, result)
+                    continue
+                if entry.saved is None:
+                    _save(saved, [(entry, result)], stats)
+                if rows:
+                    yield rows
+                    rows = []
+                yield from _video_rows(entry.photo, result, videos)
+                if progress is not None:
+                    progress(1, len(result.frames))
+            _save(saved, [(entry, result) for entry, result in zip(chunk, results, strict=True)
+                          if entry.saved is None and isinstance(result, PhotoResult)], stats)
             reused = sum(entry.saved is not None for entry in chunk)
             stats.count(results)
             stats.reused += reused
             stats.scored += len(chunk) - reused
-            yield [row for entry, result in zip(chunk, results, strict=True)
-                   for row in result_rows(entry.photo, result)]
+            yield rows
             if progress is not None:
-                progress(len(chunk))
+                progress(sum(isinstance(result, PhotoResult) for result in results), 0)
     if saved is not None:
         saved.check()  # still ours: no other run can be writing these outputs
+
+
+def _save(saved: SavedResults | None,
+          scored: list[tuple[_Entry, PhotoResult | VideoResult]], stats: RunStats) -> None:
+    """Save fresh results worth keeping, in one transaction."""
+    if saved is None:
+        return
+    since = time.perf_counter()
+    saved.save([(entry.key, result) for entry, result in scored
+                if entry.key is not None and _keep(result)])
+    stats.charge("state", since)
+
+
+def _video_rows(photo: Photo, result: VideoResult,
+                videos: _Videos | None) -> Iterator[list[dict[str, Any]]]:
+    """A video's rows in parts of at most ROW_GROUP_ROWS; its row to the per-video table."""
+    rows = list(iter_rows(photo, result))
+    if videos is not None:
+        videos.add(photo, result, rows)
+    for start in range(0, len(rows), ROW_GROUP_ROWS):
+        yield rows[start:start + ROW_GROUP_ROWS]
 
 
 class _Entries:
@@ -293,12 +398,13 @@ def _look_up(photos: list[Photo], work: Work, saved: SavedResults | None,
         since = time.perf_counter()
         keys = [work.location.key(p.path) if saved is not None and p.status is None
                 else None for p in chunk]
-        found = [saved.lookup(k) if saved is not None and k else None for k in keys]
+        found = [saved.lookup(k, storage.is_video(p.path)) if saved is not None and k else None
+                 for p, k in zip(chunk, keys, strict=True)]
         stats.charge("state", since)
         yield from map(_Entry, chunk, keys, found)
 
 
-def _keep(result: PhotoResult) -> bool:
+def _keep(result: PhotoResult | VideoResult) -> bool:
     """Whether a result is worth saving: read and hashed, and not an unexpected error."""
     return result.sha256 is not None and result.status != ERROR
 
@@ -309,21 +415,23 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
                  batch_size: int = DEFAULT_BATCH_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
                  threads: int | None = None, workers: int | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 progress: Callable[[int, int], None] | None = None,
+                 progress: Callable[..., None] | None = None,
                  arguments: Mapping[str, Any] | None = None, geometry: bool = False,
-                 engine: Engine | None = None) -> Scores:
-    """Score every photo under ``photos``; return per-face and per-company DataFrames.
+                 engine: Engine | None = None, fps: float = DEFAULT_FPS,
+                 videos: str | Path | None = None) -> Scores:
+    """Score every photo (and video) under ``photos``; return the tables as DataFrames.
 
     ``write_scores`` with the tables returned in memory: with ``out``, the per-face Parquet
     is written there and the per-company one to ``companies`` (default ``<out
-    stem>.companies.parquet``), and a repeated call reuses the saved results; ``companies``
+    stem>.companies.parquet``), the per-video one to ``videos`` (default ``<out
+    stem>.videos.parquet``), and a repeated call reuses the saved results; ``companies``
     alone writes only the per-company table; neither keeps nothing on disk. ``engine`` as
     for ``write_scores``. For collections too large for memory, call ``write_scores``.
     """
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
                      "faces": faces, "batch_size": batch_size, "max_pixels": max_pixels,
-                     "geometry": geometry}
+                     "geometry": geometry, "fps": fps}
     with tempfile.TemporaryDirectory(prefix="facevalue-") as scratch:
         target = Path(scratch, "faces.parquet") if out is None else out
         if out is None and companies is None:
@@ -332,13 +440,15 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
                                model=model, device=device, faces=faces, batch_size=batch_size,
                                max_pixels=max_pixels, threads=threads, workers=workers,
                                chunk_size=chunk_size, progress=progress, arguments=arguments,
-                               geometry=geometry, engine=engine)
+                               geometry=geometry, engine=engine, fps=fps, videos=videos)
         meta = write.read_metadata(summary.out)
-        face_frame = storage.read_table(summary.out).to_pandas()
-        company_frame = storage.read_table(summary.companies).to_pandas()
-    face_frame.attrs = dict(meta)
-    company_frame.attrs = dict(meta)
-    return Scores(face_frame, company_frame)
+        frames = [storage.read_table(summary.out).to_pandas(),
+                  storage.read_table(summary.companies).to_pandas()]
+        if summary.video_table is not None:
+            frames.append(storage.read_table(summary.video_table).to_pandas())
+    for frame in frames:
+        frame.attrs = dict(meta)
+    return Scores(*frames)
 
 
 def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: str | Path,
@@ -368,31 +478,38 @@ def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: 
 
 
 def _aggregation_columns(faces_file: storage.OutputFile, ids: list[str],
-                         geometry: bool) -> pd.DataFrame:
-    """The columns the company table needs, read back from the per-face file (its temporary
-    name: it is renamed with the company table).
+                         geometry: bool, videos: list[str] | None = None) -> pd.DataFrame:
+    """The columns the company table needs of the photos' rows, read back from the per-face
+    file (its temporary name: it is renamed with the company table); the rows of
+    ``videos`` (paths) are left out while reading (the per-video table stands for them).
 
     Text columns come back as categoricals (a company's name is stored once, not once per
     face) and Arrow's buffers are freed while converting: memory stays flat with the rows.
     """
     text = ["company", *ids, "status", "emotion"]
     measures = ["fwhr", "geometry_ok"] if geometry else []
-    table = pq.read_table(faces_file.temp, filesystem=faces_file.fs,
+    photos = ~pc.field("path").isin(videos) if videos else None
+    table = pq.read_table(faces_file.temp, filesystem=faces_file.fs, filters=photos,
                           columns=[*text, "face", *LABELS, *measures], read_dictionary=text)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
-def _counting(progress: Callable[[int, int], None] | None,
-              total: int) -> Callable[[int], None] | None:
-    """Turn per-chunk counts into ``progress(finished, total)`` calls."""
+def _counting(progress: Callable[..., None] | None, total: int,
+              videos: bool = False) -> Callable[[int, int], None] | None:
+    """Turn per-chunk counts (files, video frames) into ``progress(finished, total)`` calls,
+    with the frames so far as a third argument when the run has ``videos``."""
     if progress is None:
         return None
-    done = 0
+    done = frames = 0
 
-    def advance(count: int) -> None:
-        nonlocal done
+    def advance(count: int, sampled: int) -> None:
+        nonlocal done, frames
         done += count
-        progress(done, total)
+        frames += sampled
+        if videos:
+            progress(done, total, frames)
+        else:
+            progress(done, total)
     return advance
 
 

@@ -7,11 +7,14 @@ object store, so a worker needs facevalue installed but neither the model files 
 driver's disk. Workers run the very functions the local engine runs (``find_faces``,
 ``classify_results``) inside Ray Data actors that build their onnxruntime sessions once,
 read photos through ``facevalue.storage`` (a local folder or a bucket), and send each
-photo's result back to the driver in discovery order.
+photo's result back to the driver in discovery order. The dataset's rows are the local
+engine's units of work (``engine.units``): up to ``chunk_size`` photos classified in one
+batch, or one video scored whole, so videos spread over the actors one at a time.
 
 Two plans: on CPUs one actor per core decodes, detects, crops and classifies, so crops never
 leave the process; with GPUs, CPU actors decode, detect and crop, and GPU actors classify the
-crops of many photos in large batches. Ray is imported only here, and only when called.
+crops of many photos in large batches (videos are scored whole on the CPU actors, with a
+CPU classifier of their own). Ray is imported only here, and only when called.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from facevalue.classify import Classifier
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
-from facevalue.engine import EngineError, Models, RunStats, Work, load_models
-from facevalue.faces import Options, PhotoFaces, find_faces
+from facevalue.engine import EngineError, Models, RunStats, Work, find, load_models, units
+from facevalue.faces import Options, PhotoFaces
 from facevalue.geometry import FaceMesh
-from facevalue.records import PhotoResult
-from facevalue.rows import classify_results
+from facevalue.records import PhotoResult, VideoResult
+from facevalue.rows import finish_chunk
 from facevalue.runtime import DeviceError
 from facevalue.storage import Location
 
@@ -116,7 +119,7 @@ class RayEngine:
         return {"engine": "ray", "ray_address": self.options.address}
 
     def score(self, photos: Iterable[Photo], work: Work,
-              stats: RunStats) -> Generator[PhotoResult, None, None]:
+              stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
         todo = list(photos)  # Ray Data plans the whole dataset at once
         if not todo:
             return
@@ -216,12 +219,13 @@ def ship(ray: Any, path: Path) -> ShippedModel:
     return ShippedModel(ray.put(data), path.name, hashlib.sha256(data).hexdigest())
 
 
-def to_records(photos: list[Photo]) -> list[dict[str, Any]]:
-    """Photo records as flat rows for ``ray.data.from_items``: what ``find_faces`` needs.
+def to_records(work: list[list[Photo]]) -> list[dict[str, Any]]:
+    """Units of work as rows for ``ray.data.from_items``: what ``find`` needs of each photo.
 
     Paths travel as bytes: a non-UTF-8 file name is not a string Arrow can hold.
     """
-    return [{"path": os.fsencode(p.path), "status": p.status} for p in photos]
+    return [{"paths": [os.fsencode(p.path) for p in unit],
+             "statuses": [p.status for p in unit]} for unit in work]
 
 
 def from_records(batch: pa.Table) -> list[Photo]:
@@ -229,22 +233,31 @@ def from_records(batch: pa.Table) -> list[Photo]:
     driver's business)."""
     # a plain dict for ids: the shared empty default (a mappingproxy) cannot be pickled,
     # and these Photos travel inside PhotoFaces to the classifier actors
-    return [Photo(os.fsdecode(row["path"]), "", {}, row["status"])
-            for row in batch.to_pylist()]
+    return [Photo(os.fsdecode(path), "", {}, status) for row in batch.to_pylist()
+            for path, status in zip(row["paths"], row["statuses"], strict=True)]
 
 
 class FindFaces:
-    """Ray Data actor: photo records -> decoded, detected and cropped photos (pickled)."""
+    """Ray Data actor: units of work -> decoded, detected and cropped photos, and scored
+    videos (pickled)."""
 
-    def __init__(self, job: Job, device: str = "cpu") -> None:
+    def __init__(self, job: Job, device: str = "cpu",
+                 classify: ClassifyFaces | None = None) -> None:
         self.job = job
         self.detector = FaceDetector(job.detector.local_file(), device=device,
                                      threads=job.threads)
+        self.classify = classify  # for videos; made on the CPU at the first one without it
 
-    def find(self, batch: pa.Table) -> list[PhotoFaces]:
-        """Read each photo through the job's location and find its faces."""
-        return [find_faces(photo, self.job.location, self.detector, self.job.contract,
-                           self.job.options) for photo in from_records(batch)]
+    def find(self, batch: pa.Table) -> list[PhotoFaces | VideoResult]:
+        """Read each photo (or video) through the job's location and find its faces."""
+        return [find(photo, self.job.location, self.detector, self._classifier().classifier,
+                     self.job.options, self._classifier().mesh)
+                for photo in from_records(batch)]
+
+    def _classifier(self) -> ClassifyFaces:
+        if self.classify is None:
+            self.classify = ClassifyFaces(self.job, "cpu")
+        return self.classify
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Pickle keeps each PhotoFaces whole (boxes, uint8 crops) for the classifier actors.
@@ -254,16 +267,16 @@ class FindFaces:
 class ClassifyFaces:
     """Ray Data actor: found faces -> one result per photo, classified in batches."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, device: str | None = None) -> None:
         self.job = job
-        self.classifier = Classifier(job.classifier.local_file(), job.device, job.threads)
+        device = device or job.device
+        self.classifier = Classifier(job.classifier.local_file(), device, job.threads)
         self.mesh = None if job.mesh is None else FaceMesh(
-            job.mesh.local_file(), job.device, job.threads)
+            job.mesh.local_file(), device, job.threads)
 
-    def results(self, items: list[PhotoFaces]) -> pa.Table:
-        """The photos' results (pickled), made as the local engine makes them."""
-        results = classify_results(items, self.classifier, self.job.options.batch_size,
-                                   self.mesh)
+    def results(self, items: list[PhotoFaces | VideoResult]) -> pa.Table:
+        """The photos' and videos' results (pickled), made as the local engine makes them."""
+        results = finish_chunk(items, self.classifier, self.job.options.batch_size, self.mesh)
         return pa.table({"result": pa.array([pickle.dumps(r) for r in results], pa.binary())})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -274,16 +287,16 @@ class ScorePhotos:
     """Ray Data actor for CPU clusters: finds and classifies in one process, no crops shipped."""
 
     def __init__(self, job: Job) -> None:
-        self.find = FindFaces(job, job.device)
         self.classify = ClassifyFaces(job)
+        self.find = FindFaces(job, job.device, self.classify)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.classify.results(self.find.find(batch))
 
 
 def run(ray: Any, job: Job, photos: list[Photo], options: RayOptions,
-        stats: RunStats) -> Generator[PhotoResult, None, None]:
-    """Score the photos on Ray; their results one by one, in the photos' order."""
+        stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
+    """Score the units of work on Ray; their results one by one, in the photos' order."""
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
     # Discovery order, as locally; progress is the job's, not Ray's own bars.
@@ -299,7 +312,7 @@ def run(ray: Any, job: Job, photos: list[Photo], options: RayOptions,
 
 def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[Any, int]:
     """The Ray Data pipeline and its number of actors: fused CPU actors, or CPU finders
-    feeding GPU classifiers."""
+    feeding GPU classifiers. Each unit of work (``engine.units``) is a batch of its own."""
     resources = ray.cluster_resources()
     cpus, gpus = max(1, int(resources.get("CPU", 1))), resources.get("GPU", 0)
     if job.device == "cuda" and not gpus:
@@ -307,11 +320,12 @@ def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[
     split = options.split if options.split is not None else (job.device != "cpu" and gpus > 0)
     classifiers = max(1, math.floor(gpus / options.gpu_share)) if split and gpus else 1
     actors = max(1, cpus - classifiers) if split else cpus
-    blocks = min(len(photos), max(math.ceil(len(photos) / job.options.chunk_size),
-                                  BLOCKS_PER_ACTOR * actors))
-    dataset = ray.data.from_items(to_records(photos), override_num_blocks=blocks)
-    step = {"batch_size": job.options.chunk_size, "batch_format": "pyarrow",
-            "fn_constructor_args": (job,), "num_cpus": 1}
+    # units smaller than a chunk where there are few photos, so every actor has some
+    size = min(job.options.chunk_size, math.ceil(len(photos) / (BLOCKS_PER_ACTOR * actors)))
+    work = list(units(photos, max(1, size)))
+    dataset = ray.data.from_items(to_records(work), override_num_blocks=len(work))
+    step = {"batch_size": 1, "batch_format": "pyarrow", "fn_constructor_args": (job,),
+            "num_cpus": 1}
     pool = ray.data.ActorPoolStrategy
     if not split:
         return dataset.map_batches(ScorePhotos, compute=pool(size=actors), **step), actors
@@ -319,5 +333,6 @@ def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[
              actors, classifiers, options.gpu_share if gpus else 0)
     found = dataset.map_batches(FindFaces, compute=pool(size=actors), **step)
     classified = found.map_batches(ClassifyFaces, compute=pool(size=classifiers),
-                                   num_gpus=options.gpu_share if gpus else 0, **step)
+                                   num_gpus=options.gpu_share if gpus else 0,
+                                   **step | {"batch_size": job.options.chunk_size})
     return classified, actors + classifiers

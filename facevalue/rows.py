@@ -1,25 +1,27 @@
 """A chunk of photos' faces, classified in one batch, and the per-face rows they make.
 
 Fresh results and saved ones become rows through the same ``result_rows``, so a resumed run
-writes exactly the rows an uninterrupted one writes, whichever engine scored the photo.
+writes exactly the rows an uninterrupted one writes, whichever engine scored the photo. A
+video's result makes a row per face per sampled frame (or one per frame without a face).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from facevalue import geometry as geom
 from facevalue.classify import Classifier
-from facevalue.columns import GEOMETRY
+from facevalue.columns import GEOMETRY, TIME, TRACK
 from facevalue.contract import LABELS
 from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.detect import Box
 from facevalue.discover import Photo
 from facevalue.faces import PhotoFaces
-from facevalue.records import Geometry, PhotoResult, ScoredFace
+from facevalue.records import Geometry, PhotoResult, ScoredFace, VideoResult
 from facevalue.storage import display_path
 
 # Faces per face-mesh call: its 192 x 192 activations make onnxruntime's buffers grow with
@@ -52,6 +54,16 @@ def classify_results(items: list[PhotoFaces], classifier: Classifier,
     return results
 
 
+def finish_chunk(items: list[PhotoFaces | VideoResult], classifier: Classifier,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 mesh: geom.FaceMesh | None = None) -> list[PhotoResult | VideoResult]:
+    """A chunk's results in order: its photos classified in one batch, its videos as they
+    came (scored whole by ``video_faces.score_video``)."""
+    photos = [item for item in items if isinstance(item, PhotoFaces)]
+    results = iter(classify_results(photos, classifier, batch_size, mesh))
+    return [next(results) if isinstance(item, PhotoFaces) else item for item in items]
+
+
 def classify_chunk(items: list[PhotoFaces], classifier: Classifier,
                    batch_size: int = DEFAULT_BATCH_SIZE,
                    mesh: geom.FaceMesh | None = None) -> list[dict[str, Any]]:
@@ -72,23 +84,37 @@ def photo_result(item: PhotoFaces, probs: list[list[float]],
     return PhotoResult(item.status, item.error, item.faces_in_photo, item.sha256, faces)
 
 
-def result_rows(photo: Photo, result: PhotoResult) -> list[dict[str, Any]]:
+def result_rows(photo: Photo, result: PhotoResult | VideoResult) -> list[dict[str, Any]]:
     """The per-face rows of a photo from its result, fresh or saved (so both give equal rows)."""
-    base = {"path": display_path(photo.path), "company": photo.company, **photo.ids,
-            "status": result.status, "error": result.error,
-            "faces_in_photo": result.faces_in_photo, "photo_sha256": result.sha256}
+    return list(iter_rows(photo, result))
+
+
+def iter_rows(photo: Photo, result: PhotoResult | VideoResult) -> Iterator[dict[str, Any]]:
+    """``result_rows`` one row at a time: a long video's rows need not be held at once."""
+    if isinstance(result, VideoResult):
+        if not result.frames:  # the video could not be sampled: one row with its status
+            yield _base(photo, PhotoResult(result.status, result.error, sha256=result.sha256))
+        for frame in result.frames:
+            yield from iter_rows(photo, frame)
+        return
+    base = _base(photo, result)
     if not result.faces:
-        return [base]
-    rows = []
+        yield base
     for i, face in enumerate(result.faces):
         box = face.box
         row = {**base, "face": i, "x": box.x, "y": box.y, "w": box.w, "h": box.h,
                "face_score": box.score, **dict(zip(LABELS, face.probabilities, strict=True)),
-               "emotion": face.emotion}
+               "emotion": face.emotion, TRACK: face.track}
         if face.geometry is not None:
             row |= geometry_values(face.geometry)
-        rows.append(row)
-    return rows
+        yield row
+
+
+def _base(photo: Photo, result: PhotoResult) -> dict[str, Any]:
+    """What every row of a photo (or video frame) carries, with or without a face."""
+    return {"path": display_path(photo.path), "company": photo.company, **photo.ids,
+            "status": result.status, "error": result.error, TIME: result.time,
+            "faces_in_photo": result.faces_in_photo, "photo_sha256": result.sha256}
 
 
 def geometry_values(geometry: Geometry) -> dict[str, Any]:

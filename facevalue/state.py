@@ -12,9 +12,14 @@ folder. One SQLite database, two tables:
   probabilities and geometry, packed into bytes here and nowhere else. ``setup`` hashes the
   model's sha256, the detector, the options that change results and the facevalue version,
   so another model or option misses and the photo is scored again.
+- ``videos``: (video sha256, video setup) -> a ``records.VideoResult``: status, error,
+  duration, and its frames packed the same way (each frame's time, status and face count,
+  then its faces with their tracks). The video setup adds ``--fps`` to the setup, so
+  another rate scores the videos again and leaves the photos' results valid.
 
-Each chunk of photos is saved in one transaction once it is scored. A run killed at any
-moment (even ``kill -9``) loses at most the chunks in flight: SQLite rolls back a torn
+Each chunk of photos is saved in one transaction once it is scored, each video as soon as
+it is. A run killed at any moment (even ``kill -9``) loses at most the chunks and videos in
+flight: SQLite rolls back a torn
 transaction, and the output files are always rebuilt from the photo list plus these results,
 so every photo is in them exactly once. While a run holds the database, SQLite's exclusive
 lock keeps a second run from writing the same output; the operating system drops the lock
@@ -23,7 +28,9 @@ when the process dies.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -36,20 +43,24 @@ from facevalue.columns import ALL, GEOMETRY, OK
 from facevalue.contract import LABELS
 from facevalue.detect import Box
 from facevalue.errors import FacevalueError
-from facevalue.records import Geometry, PhotoResult, ScoredFace
+from facevalue.records import Geometry, PhotoResult, ScoredFace, VideoResult
 from facevalue.storage import FileKey
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "results.sqlite"
 # Version 2 added ctime_ns and inode to ``files``; a version-1 database loses only that
-# table (its photos are scored again), its results stay.
-SCHEMA_VERSION = 2
+# table (its photos are scored again), its results stay. Version 3 added ``videos``: an
+# older database gains the table and keeps everything else.
+SCHEMA_VERSION = 3
 # A face is packed as float64 values, which hold the int32 boxes and float32 scores exactly:
 # x, y, w, h (original pixels), the detector's score, the probabilities in LABELS order, then
 # with geometry the GEOMETRY columns (geometry_ok as 0 or 1). Results with geometry and without
-# never share a setup: the face mesh is part of the setup key.
+# never share a setup: the face mesh is part of the setup key. A video frame's faces add their
+# track last; each frame is preceded by FRAME_VALUES: time, status (its index in columns.ALL),
+# faces in the frame (NaN for None) and the number of faces that follow.
 BOX_VALUES = 5
+FRAME_VALUES = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -58,10 +69,19 @@ CREATE TABLE IF NOT EXISTS results (
     sha256 TEXT NOT NULL, setup TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
     faces_in_photo INTEGER, faces BLOB NOT NULL,
     PRIMARY KEY (sha256, setup)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS videos (
+    sha256 TEXT NOT NULL, setup TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
+    duration REAL, frames BLOB NOT NULL, frame_errors TEXT NOT NULL,
+    PRIMARY KEY (sha256, setup)) WITHOUT ROWID;
 """
 LOOKUP = """
 SELECT r.status, r.error, r.faces_in_photo, r.faces, r.sha256 FROM files AS f
 JOIN results AS r ON r.sha256 = f.sha256 AND r.setup = ?
+WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ? AND f.ctime_ns = ? AND f.inode = ?
+"""
+LOOKUP_VIDEO = """
+SELECT v.status, v.error, v.duration, v.frames, v.frame_errors, v.sha256 FROM files AS f
+JOIN videos AS v ON v.sha256 = f.sha256 AND v.setup = ?
 WHERE f.path = ? AND f.size = ? AND f.mtime_ns = ? AND f.ctime_ns = ? AND f.inode = ?
 """
 
@@ -79,9 +99,11 @@ def state_folder(out: str | Path) -> Path:
 class SavedResults:
     """The state database of one output, held (locked) from opening to ``close``."""
 
-    def __init__(self, folder: str | Path, setup: str, geometry: bool = False) -> None:
+    def __init__(self, folder: str | Path, setup: str, geometry: bool = False,
+                 video_setup: str | None = None) -> None:
         self.folder = Path(folder)
         self.setup = setup
+        self.video_setup = video_setup or setup
         self.values = BOX_VALUES + len(LABELS) + (len(GEOMETRY) if geometry else 0)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -110,14 +132,17 @@ class SavedResults:
                              "during the run; stopped without writing the outputs (run the "
                              "command again)")
 
-    def lookup(self, key: FileKey) -> PhotoResult | None:
-        """The saved result for this file under this setup, or None."""
+    def lookup(self, key: FileKey, video: bool = False) -> PhotoResult | VideoResult | None:
+        """The saved result for this file (a video's with ``video``) under this setup, or None."""
+        query, setup = (LOOKUP_VIDEO, self.video_setup) if video else (LOOKUP, self.setup)
         try:
-            row = self.db.execute(LOOKUP, (self.setup, key.path, key.size, key.mtime_ns,
-                                           key.ctime_ns, key.inode)).fetchone()
+            row = self.db.execute(query, (setup, key.path, key.size, key.mtime_ns,
+                                          key.ctime_ns, key.inode)).fetchone()
         except sqlite3.DatabaseError as e:  # a damaged page, found only when read
             raise self._damaged(e) from e
-        return None if row is None else self._result(row)
+        if row is None:
+            return None
+        return self._video(row) if video else self._result(row)
 
     def _result(self, row: tuple[Any, ...]) -> PhotoResult:
         """A saved row as a PhotoResult, checked first.
@@ -136,13 +161,30 @@ class SavedResults:
         return PhotoResult(status, error, faces_in_photo, sha256,
                            tuple(_unpack(values) for values in packed))
 
+    def _video(self, row: tuple[Any, ...]) -> VideoResult:
+        """A saved video row as a VideoResult, checked as ``_result`` checks a photo's."""
+        status, error, length, frames, frame_errors, sha256 = row
+        try:
+            if not (status in ALL and isinstance(error, str | None)
+                    and isinstance(sha256, str) and isinstance(length, float | None)
+                    and isinstance(frames, bytes) and len(frames) % 8 == 0):
+                raise ValueError(f"status={status!r}, {len(frames)} bytes of frames")
+            errors = {int(i): str(message) for i, message in json.loads(frame_errors)}
+            unpacked = _unpack_frames(np.frombuffer(frames, np.float64).tolist(),
+                                      self.values + 1, sha256, errors)
+        except (ValueError, TypeError, IndexError) as e:
+            raise self._damaged(f"a saved video reads {e}") from e
+        return VideoResult(status, error, sha256, length, unpacked)
+
     def _damaged(self, cause: object) -> StateError:
         return StateError(f"{self.folder}: the saved results are damaged ({cause}); delete "
                           "the folder to score every photo again")
 
-    def save(self, entries: list[tuple[FileKey, PhotoResult]]) -> None:
-        """Save scored photos in one transaction (all or none survive a crash)."""
+    def save(self, entries: list[tuple[FileKey, PhotoResult | VideoResult]]) -> None:
+        """Save scored photos and videos in one transaction (all or none survive a crash)."""
         self.check()
+        photos = [r for _, r in entries if isinstance(r, PhotoResult)]
+        videos = [r for _, r in entries if isinstance(r, VideoResult)]
         try:
             with self.db:
                 self.db.executemany(
@@ -152,7 +194,12 @@ class SavedResults:
                 self.db.executemany(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                     [(r.sha256, self.setup, r.status, r.error, r.faces_in_photo,
-                      _pack(r.faces)) for _, r in entries])
+                      _pack(r.faces)) for r in photos])
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r.sha256, self.video_setup, r.status, r.error, r.duration,
+                      _pack_frames(r.frames), json.dumps(_frame_errors(r.frames)))
+                     for r in videos])
         except sqlite3.Error as e:  # a full disk, or the folder deleted under the run
             raise StateError(f"{self.folder}: cannot save results ({e}); free space or "
                              "delete the folder, then run again") from e
@@ -184,7 +231,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         with db:
             db.execute("BEGIN EXCLUSIVE")  # take the lock now, not at the first save
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}, not {SCHEMA_VERSION}")
             if version == 1:
                 db.execute("DROP TABLE files")
@@ -200,11 +247,53 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _pack(faces: tuple[ScoredFace, ...]) -> bytes:
     """A result's faces as the bytes saved (see BOX_VALUES)."""
-    return np.array([[face.box.x, face.box.y, face.box.w, face.box.h, face.box.score,
-                      *face.probabilities,
-                      *(() if face.geometry is None else
-                        (getattr(face.geometry, name) for name in GEOMETRY))]
-                     for face in faces], np.float64).tobytes()
+    return np.array([_face_values(face) for face in faces], np.float64).tobytes()
+
+
+def _face_values(face: ScoredFace) -> list[float]:
+    return [face.box.x, face.box.y, face.box.w, face.box.h, face.box.score,
+            *face.probabilities,
+            *(() if face.geometry is None else
+              (getattr(face.geometry, name) for name in GEOMETRY))]
+
+
+def _pack_frames(frames: tuple[PhotoResult, ...]) -> bytes:
+    """A video's frames as the bytes saved (see FRAME_VALUES): one flat float64 array."""
+    values: list[float] = []
+    for frame in frames:
+        count = math.nan if frame.faces_in_photo is None else frame.faces_in_photo
+        values += [frame.time if frame.time is not None else math.nan,
+                   ALL.index(frame.status), count, len(frame.faces)]
+        for face in frame.faces:
+            values += [*_face_values(face), -1 if face.track is None else face.track]
+    return np.array(values, np.float64).tobytes()
+
+
+def _frame_errors(frames: tuple[PhotoResult, ...]) -> list[tuple[int, str]]:
+    """The frames with an error message (refused ones), by index: kept beside the numbers."""
+    return [(i, frame.error) for i, frame in enumerate(frames) if frame.error is not None]
+
+
+def _unpack_frames(values: list[float], per_face: int, sha256: str,
+                   errors: dict[int, str]) -> tuple[PhotoResult, ...]:
+    """The frames of ``_pack_frames``; ValueError or IndexError on bytes it did not write."""
+    frames: list[PhotoResult] = []
+    at = 0
+    while at < len(values):
+        time, status, count, n = values[at:at + FRAME_VALUES]
+        if len(values) < at + FRAME_VALUES + int(n) * per_face or n < 0:
+            raise ValueError(f"a frame of {n} faces past the end of {len(values)} values")
+        at += FRAME_VALUES
+        faces: list[ScoredFace] = []
+        for _ in range(int(n)):
+            face, track = _unpack(values[at:at + per_face - 1]), int(values[at + per_face - 1])
+            faces.append(ScoredFace(face.box, face.probabilities, face.geometry,
+                                    None if track < 0 else track))
+            at += per_face
+        frames.append(PhotoResult(ALL[int(status)], errors.get(len(frames)),
+                                  None if math.isnan(count) else int(count), sha256,
+                                  tuple(faces), None if math.isnan(time) else time))
+    return tuple(frames)
 
 
 def _unpack(values: list[float]) -> ScoredFace:

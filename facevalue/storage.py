@@ -24,11 +24,12 @@ import logging
 import os
 import re
 import stat
+import sys
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -40,6 +41,9 @@ from facevalue.errors import FacevalueError
 log = logging.getLogger(__name__)
 
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Videos are listed beside photos and scored frame by frame (facevalue.video_faces); a file
+# is a photo or a video by its name alone, so a video named .jpg is an unreadable photo.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"})
 # No photo worth scoring is this large (a 100-megapixel TIFF, uncompressed, is 300 MB); the
 # limit stops a link to a device or a sparse file from being read into memory.
 DEFAULT_MAX_BYTES = 512 * 2**20
@@ -115,6 +119,35 @@ class Location:
         if self.fs is None:
             return read_local(self.path(relative), max_bytes)
         return _read_fs(self.fs, self.path(relative), max_bytes)
+
+    def open(self, relative: str) -> BinaryIO:
+        """A video's file, opened for random access (PyAV seeks in it), with no byte limit.
+
+        What ``read`` refuses without reading (a missing, special or empty file) raises
+        ReadError here too, so a FIFO named .mp4 gives a status instead of blocking.
+        """
+        if self.fs is None:
+            path = self.path(relative)
+            try:
+                info = os.stat(path)
+                _check_file(stat.S_ISREG(info.st_mode), file_kind(info.st_mode), info.st_size,
+                            sys.maxsize)
+                _check_data(b"x" if info.st_size else b"", sys.maxsize)
+                return open(path, "rb")
+            except OSError as e:
+                raise ReadError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
+        path = self.path(relative)
+        try:
+            info = self.fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise ReadError(UNREADABLE, f"cannot read file: {os.strerror(errno.ENOENT)}")
+            kind = "a folder" if info.type == pafs.FileType.Directory else "a special file"
+            _check_file(info.type == pafs.FileType.File, kind, info.size or 0, sys.maxsize)
+            _check_data(b"x" if info.size else b"", sys.maxsize)
+            return self.fs.open_input_file(path)  # type: ignore[no-any-return]
+        except OSError as e:
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise ReadError(UNREADABLE, f"cannot read file: {reason}") from e
 
     def key(self, relative: str) -> FileKey | None:
         """The photo's FileKey; None when it cannot be had."""
@@ -203,7 +236,14 @@ def fs_path(shown: str) -> str:
 
 
 def _is_photo_name(name: str) -> bool:
-    return not name.startswith(".") and PurePosixPath(name).suffix.lower() in SUFFIXES
+    """Whether a file is listed: a photo's or a video's name, not hidden."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return not name.startswith(".") and (suffix in SUFFIXES or suffix in VIDEO_SUFFIXES)
+
+
+def is_video(path: str) -> bool:
+    """Whether a listed path is scored as a video (by its name, as it was listed)."""
+    return PurePosixPath(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _list_local(root: Path) -> list[str]:

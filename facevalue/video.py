@@ -28,12 +28,10 @@ import av.error
 import numpy as np
 
 from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE, PhotoError
-from facevalue.defaults import DEFAULT_MAX_PIXELS
+from facevalue.defaults import DEFAULT_FPS, DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")
-DEFAULT_FPS = 1.0
 # Packets held undecoded while waiting for the next sampled time: the group of pictures they
 # belong to may end before it, and then they are dropped without decoding. A stream with
 # rare keyframes (screen recordings) would hold them all, so past this many the held packets

@@ -39,6 +39,10 @@ from facevalue.columns import (
     PHOTO_SHA256,
     RESULT,
     SCORES,
+    STD,
+    TIME,
+    TRACK,
+    VIDEO_COUNTS,
 )
 from facevalue.contract import LABELS
 from facevalue.errors import FacevalueError
@@ -49,10 +53,13 @@ def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | No
                 geometry: bool = False) -> pa.Schema:
     """The per-face table: one row per face kept, or one per photo that yielded none.
 
+    A video's rows are its sampled frames': ``time`` (float64 seconds from the first frame)
+    and ``track`` (int32, the person across frames, 0 the main one), null for photos.
     ``geometry`` adds fwhr, yaw, pitch, roll, eye_distance, sharpness, landmark_score
     (float32) and geometry_ok (bool) after the emotions.
     """
     fields = [pa.field(name, pa.string()) for name in (*PHOTO, *id_columns, *RESULT)]
+    fields += [pa.field(TIME, pa.float64()), pa.field(TRACK, pa.int32())]
     fields += [pa.field(name, pa.int32()) for name in BOX]
     fields.append(pa.field(FACE_SCORE, pa.float32()))
     fields += [pa.field(label, pa.float32()) for label in LABELS]
@@ -79,25 +86,48 @@ def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = 
     return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
 
 
+def video_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | None = None
+                 ) -> pa.Schema:
+    """The per-video table (``aggregate.videos``): path, company, ids, status, error, the
+    counts, the main track's mean probabilities, happiness share, positivity and the
+    probabilities' standard deviations over time."""
+    fields = [pa.field(name, pa.string()) for name in (*PHOTO, *id_columns, *RESULT)]
+    whole = ("frames", "frames_with_face", "faces")
+    fields += [pa.field(name, pa.int64() if name in whole else pa.float64())
+               for name in VIDEO_COUNTS]
+    fields += [pa.field(name, pa.float64())
+               for name in (*LABELS, *SCORES, *(label + STD for label in LABELS))]
+    return pa.schema(fields, metadata=metadata)
+
+
 class OutputError(FacevalueError, ValueError):
     """Raised before any work for output paths that cannot be what the user meant."""
 
 
-def check_outputs(out: str | Path, companies: str | Path) -> None:
-    """Refuse a non-Parquet name, a companies file that would overwrite the per-face one, and
-    a local folder nothing can be written in: before any work, not after all the scoring."""
-    for path, option in ((out, "--out"), (companies, "--companies")):
+def check_outputs(out: str | Path, companies: str | Path, videos: str | Path | None = None
+                  ) -> None:
+    """Refuse a non-Parquet name, a companies (or videos) file that would overwrite another
+    table, and a local folder nothing can be written in: before any work, not after all the
+    scoring."""
+    named = [(out, "--out"), (companies, "--companies")]
+    named += [] if videos is None else [(videos, "--videos")]
+    for path, option in named:
         if PurePosixPath(str(path)).suffix.lower() != ".parquet":
             raise OutputError(f"{option} {path}: facevalue writes Parquet; give a name ending "
                               "in .parquet (pandas.read_parquet reads it; to_csv converts it)")
         if storage.is_local(path):
             check_writable(Path(storage.local_path(path)))
-    same = str(out) == str(companies)
-    if "://" not in str(out) and "://" not in str(companies):
-        same = same or Path(out).resolve() == Path(companies).resolve()
-    if same:
-        raise OutputError(f"--companies {companies} is the --out file; the per-company table "
-                          "needs a file of its own")
+    for i, (path, option) in enumerate(named[1:], start=1):
+        for other, other_option in named[:i]:
+            if _same_file(path, other):
+                raise OutputError(f"{option} {path} is the {other_option} file; each table "
+                                  "needs a file of its own")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    if str(a) == str(b):
+        return True
+    return "://" not in str(a) and "://" not in str(b) and Path(a).resolve() == Path(b).resolve()
 
 
 def check_writable(path: Path) -> None:
@@ -208,9 +238,18 @@ def default_companies_path(out: str | Path) -> str:
 
     The one naming rule for both engines, the CLI's summary and the report.
     """
+    return _beside(out, "companies")
+
+
+def default_videos_path(out: str | Path) -> str:
+    """``.../scores.parquet`` -> ``.../scores.videos.parquet`` (see default_companies_path)."""
+    return _beside(out, "videos")
+
+
+def _beside(out: str | Path, table: str) -> str:
     text = str(out)
     if "://" not in text:
         local = Path(text)
-        return str(local.with_name(f"{local.stem}.companies.parquet"))
+        return str(local.with_name(f"{local.stem}.{table}.parquet"))
     folder, _, name = text.rpartition("/")
-    return f"{folder}/{PurePosixPath(name).stem}.companies.parquet"
+    return f"{folder}/{PurePosixPath(name).stem}.{table}.parquet"

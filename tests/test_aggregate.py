@@ -34,8 +34,8 @@ def test_counts_and_means_use_main_faces() -> None:
         face("b/1.jpg", "b", top="neutral", ticker="BBB"),
     )
     table = companies(faces, ["ticker"])
-    assert list(table.columns) == ["company", "ticker", "photos", "faces", "failed", *LABELS,
-                                   "happiness_share", "positivity"]
+    assert list(table.columns) == ["company", "ticker", "photos", "videos", "faces", "failed",
+                                   *LABELS, "happiness_share", "positivity"]
     a, b = table.iloc[0], table.iloc[1]
     assert (a["company"], a["ticker"], a["photos"], a["faces"], a["failed"]) == (
         "a", "AAA", 4, 3, 1)
@@ -122,19 +122,46 @@ def video_rows() -> pd.DataFrame:
             ("a.mp4", 1.0, OK, 0, sad), ("a.mp4", 2.0, NO_FACE, None, none),
             ("a.mp4", 3.0, OK, 0, happy), ("b.mp4", 0.0, NO_FACE, None, none),
             ("photo.jpg", None, OK, None, happy)]
+    faces = {"a.mp4": iter([0, 1, 0, None, 0]), "b.mp4": iter([None]), "photo.jpg": iter([0])}
     return pd.DataFrame([{"path": p, "company": "ACME", "gvkey": "001690", "time": t,
-                          "status": s, "track": k, **probs} for p, t, s, k, probs in rows])
+                          "status": s, "face": next(faces[p]), "track": k, **probs,
+                          "emotion": {0.8: "happiness", 0.2: "sadness"}.get(probs["happiness"])}
+                         for p, t, s, k, probs in rows])
+
+
+def listed_videos() -> pd.DataFrame:
+    """What the job knows of each video: a.mp4 and b.mp4 sampled, c.mp4 unreadable."""
+    return pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "company": "ACME",
+                         "gvkey": "001690", "status": [OK, NO_FACE, "unreadable"],
+                         "error": [None, None, "not a video"], "duration": [4.0, None, None]})
 
 
 def test_videos_table() -> None:
-    table = aggregate.videos(video_rows(), {"a.mp4": 4.0}, ["gvkey"]).set_index("path")
-    assert list(table.index) == ["a.mp4", "b.mp4"]  # the photo is no video
-    a, b = table.loc["a.mp4"], table.loc["b.mp4"]
-    assert (a["company"], a["gvkey"], a["duration"]) == ("ACME", "001690", 4.0)
-    assert (a["frames"], a["frames_with_face"], a["main_share"]) == (4, 3, 0.75)
+    table = aggregate.videos(video_rows(), listed_videos(), ["gvkey"]).set_index("path")
+    assert list(table.index) == ["a.mp4", "b.mp4", "c.mp4"]  # the photo is no video
+    a, b, c = table.loc["a.mp4"], table.loc["b.mp4"], table.loc["c.mp4"]
+    assert (a["company"], a["gvkey"], a["status"], a["duration"]) == ("ACME", "001690", OK, 4.0)
+    assert (a["frames"], a["frames_with_face"], a["faces"], a["main_share"]) == (4, 3, 4, 0.75)
     assert a["happiness"] == pytest.approx(0.6) and a["sadness"] == pytest.approx(0.2)
     assert a["positivity"] == pytest.approx(0.4)
     assert a["happiness_std"] == pytest.approx(np.std([0.8, 0.2, 0.8], ddof=1))
     assert (b["frames"], b["frames_with_face"], b["main_share"]) == (1, 0, 0.0)
     assert np.isnan(b["duration"]) and np.isnan(b["happiness"]) and np.isnan(b["positivity"])
+    assert (c["status"], c["error"], c["frames"]) == ("unreadable", "not a video", 0)
+    assert np.isnan(c["main_share"])
     assert table["frames"].dtype == "int64" and table["happiness_std"].dtype == "float64"
+
+
+def test_a_video_counts_once_in_its_company() -> None:
+    """Two photos and two videos of one company: four units, each weighing the same; a
+    failed video counts among the failed."""
+    photos = frame(face("ACME/1.jpg", "ACME", top="happiness", gvkey="001690"),
+                   face("ACME/2.jpg", "ACME", top="sadness", gvkey="001690"))
+    clips = aggregate.videos(video_rows(), listed_videos(), ["gvkey"])
+    table = companies(photos, ["gvkey"], clips)
+    row = table.iloc[0]
+    assert (row["photos"], row["videos"], row["faces"], row["failed"]) == (2, 3, 6, 1)
+    # units: photo 1 (0.7), photo 2 (0.05), a.mp4 (0.6); b.mp4 and c.mp4 have no face
+    assert row["happiness"] == pytest.approx((0.7 + 0.05 + 0.6) / 3)
+    assert row["happiness_share"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+    assert table["videos"].dtype == "int64"

@@ -178,7 +178,7 @@ def test_interrupted_run_leaves_no_output(tmp_path: Path, tiny_model: Path,
     def explode(*args: object, **kwargs: object) -> list[dict[str, object]]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local, "classify_results", explode)
+    monkeypatch.setattr(local, "finish_chunk", explode)
     with pytest.raises(KeyboardInterrupt):
         score_folder(SAMPLE_PHOTOS, tmp_path / "s.parquet", model=tiny_model, device="cpu")
     # only the hidden saved-results folder, for the next run to resume from

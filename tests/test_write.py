@@ -27,10 +27,11 @@ META = table_metadata("fvnet.onnx", "ab" * 32, "blazeface", {"photos": Path("x")
 def test_face_schema_columns_and_types() -> None:
     schema = face_schema(["gvkey", "year"])
     assert schema.names == [
-        "path", "company", "gvkey", "year", "status", "error", "face", "faces_in_photo",
-        "x", "y", "w", "h", "face_score", *LABELS, "emotion", "photo_sha256"]
+        "path", "company", "gvkey", "year", "status", "error", "time", "track", "face",
+        "faces_in_photo", "x", "y", "w", "h", "face_score", *LABELS, "emotion", "photo_sha256"]
     types = {field.name: field.type for field in schema}
     assert types["gvkey"] == pa.string() and types["face"] == pa.int32()
+    assert types["time"] == pa.float64() and types["track"] == pa.int32()
     assert types["x"] == pa.int32() and types["face_score"] == pa.float32()
     assert all(types[label] == pa.float32() for label in LABELS)
 
