@@ -119,6 +119,32 @@ def test_geometry_columns_are_the_same_on_ray(local_ray: Any, tiny_model: Path, 
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("split", [False, True])
+def test_videos_give_the_same_three_tables_on_ray(local_ray: Any, tiny_model: Path,
+                                                  tmp_path: Path, split: bool) -> None:
+    """A folder of photos, a talk and every bad video: each video a unit of work on Ray
+    (scored whole on the finding actors in the split plan), the tables the local engine's;
+    a local rerun reuses what Ray saved."""
+    from videos import SMALL_LIMIT, bad_videos, talk
+
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE_PHOTOS, folder)
+    talk(folder / "acme")
+    bad_videos(folder / "bad")
+    settings = {"model": tiny_model, "device": "cpu", "faces": "all", "fps": 2,
+                "max_pixels": SMALL_LIMIT}
+    local = score_folder(folder, tmp_path / "local.parquet", **settings)
+    ray = score_on_ray(folder, tmp_path / "ray.parquet", ray_options=RayOptions(split=split),
+                       **settings)
+    assert_same(local, ray, tmp_path / "local.parquet", tmp_path / "ray.parquet")
+    assert local.videos is not None and ray.videos is not None
+    pd.testing.assert_frame_equal(local.videos, ray.videos)
+    assert len(ray.videos) == 12 and ray.faces["time"].notna().sum() > 30
+    again = write_scores(folder, tmp_path / "ray.parquet", **settings)
+    assert again.scored == 1  # the empty video: nothing to key a result on
+
+
+@pytest.mark.ray
 def test_split_plan_with_uris_and_manifest_equals_local(local_ray: Any, corpus: Path,
                                                         tiny_model: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -10,6 +9,7 @@ import cv2
 import numpy as np
 import pyarrow.fs
 import pytest
+from videos import write_h264, write_opencv
 
 from facevalue import decode, video
 from facevalue.columns import EMPTY, TOO_LARGE, UNREADABLE
@@ -22,35 +22,6 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "photos"
 def portrait() -> np.ndarray:
     """Grace Hopper at 160 x 200: small frames keep every video here a few kB."""
     return cv2.resize(cv2.imread(str(SAMPLE / "navy" / "grace_hopper.jpg")), (160, 200))
-
-
-def write_opencv(path: Path, frames: list[np.ndarray], rate: float, fourcc: str = "mp4v") -> Path:
-    """A constant-rate video written by OpenCV (mp4v in .mp4, MJPG in .avi)."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), rate, (width, height))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def write_h264(path: Path, frames: list[np.ndarray], times_ms: list[int],
-               rotation: int = 0, gop: int = 12) -> Path:
-    """H.264 with B-frames at the given times (ms) and a display matrix, written by PyAV."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"bframes": "3"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)  # a stream time base garbles B-frames
-        stream.codec_context.gop_size = gop
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for image, ms in zip(frames, times_ms, strict=True):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
 
 
 def moving(portrait: np.ndarray, n: int) -> list[np.ndarray]:
