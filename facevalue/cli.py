@@ -202,8 +202,10 @@ def _summarize(summary: Summary) -> None:
     files, unit = f"{summary.photos} photos", "photos"
     tables = f"{summary.out}, {summary.companies}"
     if summary.videos:
-        files = (f"{summary.photos - summary.videos} photos and {summary.videos} videos "
+        clips = (f"{summary.videos} video{'s' * (summary.videos != 1)} "
                  f"({summary.frames:,} frames)")
+        photos = summary.photos - summary.videos
+        files = f"{photos} photo{'s' * (photos != 1)} and {clips}" if photos else clips
         unit = "files"
         tables += f", {summary.video_table}"
     click.echo(f"{files} ({details}), {summary.faces} faces scored in {seconds:.1f} s "

@@ -26,6 +26,7 @@ from facevalue.columns import MISSING, NO_FACE, OK
 from facevalue.contract import LABELS, Contract
 from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.discover import ManifestError, normalize
+from facevalue.storage import is_video
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +269,17 @@ def evaluate_photos(photos: str | Path, labels: str | Path, model: str | Path | 
 
     The labels CSV becomes the run's manifest, so exactly the labelled photos are scored, by
     the same code and defaults as ``facevalue score --manifest``: the accuracy here is the
-    one a merge of that command's output with the labels gives.
+    one a merge of that command's output with the labels gives. Videos are refused: their
+    label would have to be per second and per person, which no labels CSV here says.
     """
     from facevalue.pipeline import score_folder
 
     truth = read_labels(labels)
+    videos = [path for path in truth if is_video(path)]
+    if videos:
+        raise fer2013.DataError(f"{labels}: {videos[0]} is a video; facevalue evaluate scores "
+                                "labelled photos, not videos (save the labelled frames as "
+                                "photos)")
     with tempfile.TemporaryDirectory(prefix="facevalue-evaluate-") as scratch:
         manifest = Path(scratch, "manifest.csv")
         with manifest.open("w", newline="", encoding="utf-8") as f:

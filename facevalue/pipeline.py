@@ -153,7 +153,7 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     either way. ``engine`` scores the photos (default ``LocalEngine(workers)``: ``workers``
     threads find faces, every core by default); ``threads`` is each onnxruntime session's.
     ``progress(finished, total)`` is called after each chunk (and each video, with the
-    frames sampled so far as a third argument when there are videos); ``arguments``
+    frames sampled so far as a third argument when there are videos to score); ``arguments``
     (default: this call's) go into the metadata. ``geometry`` adds each face's fWHR, pose
     and quality columns (``facevalue.geometry``).
     """
@@ -176,10 +176,11 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     work = Work(location, models, options, device, threads)
     n_photos = len(found)
     clips = _Videos(ids) if any(storage.is_video(p.path) for p in found) else None
+    frames = any(storage.is_video(p.path) and p.status is None for p in found)
     try:  # the saved results' lock covers the temporary files until all tables are renamed
         with _saved_results(out, models, options, location) as saved:
             results = _results(found, work, engine, saved, stats,
-                               _counting(progress, n_photos, clips is not None), clips)
+                               _counting(progress, n_photos, frames), clips)
             faces_file = _write_rows(results, write.face_schema(ids, meta, geometry=geometry),
                                      out, companies, stats)
             del results, models, work, found  # hand back onnxruntime's buffers first

@@ -42,12 +42,19 @@ def iou(a: Box, b: Box) -> float:
 
 def likeness(a: Box, b: Box) -> float:
     """How surely ``b`` is the face ``a`` a sample later: IoU when they overlap enough,
-    else a score below ``MIN_IOU`` that falls with the centres' distance; 0 for no match."""
+    else a score below ``MIN_IOU`` that falls with the centres' distance; 0 for no match.
+
+    Sides more than MAX_SIZE_RATIO apart never match, however they overlap: a cut from the
+    speaker to a close-up of a journalist at the same place nests one box in the other
+    (IoU 0.31 for sides 98 and 176 px in the README's example), and is another person.
+    """
+    if min(a.w, b.w) <= 0 or max(a.w, b.w) > MAX_SIZE_RATIO * min(a.w, b.w):
+        return 0.0
     overlap = iou(a, b)
     if overlap >= MIN_IOU:
         return overlap
     side = (a.area * b.area) ** 0.25  # the geometric mean of the two boxes' sides
-    if side == 0 or max(a.w, b.w) > MAX_SIZE_RATIO * min(a.w, b.w):
+    if side == 0:
         return 0.0
     shift = math.hypot(a.x + a.w / 2 - b.x - b.w / 2, a.y + a.h / 2 - b.y - b.h / 2) / side
     if shift > MAX_SHIFT:

@@ -217,8 +217,12 @@ def test_photo_evaluation_errors_are_one_line(labelled, tiny_model, tmp_path):
     photos, labels = labelled
     bad = tmp_path / "bad.csv"
     bad.write_text("path,label\na/grace.jpg,smug\n")
+    video = tmp_path / "video.csv"
+    video.write_text("path,label\na/grace.jpg,happy\nceo/talk.MP4,happy\n")
     for args, message in (([str(photos), "--labels", str(bad)], "label 'smug'"),
-                          ([str(labels), "--labels", str(labels)], "folder of labelled photos")):
+                          ([str(labels), "--labels", str(labels)], "folder of labelled photos"),
+                          ([str(photos), "--labels", str(video)],
+                           "ceo/talk.MP4 is a video; facevalue evaluate scores labelled photos")):
         result = CliRunner().invoke(cli, ["evaluate", *args, "--model", str(tiny_model)])
         assert result.exit_code != 0 and message in result.output
         assert "Traceback" not in result.output

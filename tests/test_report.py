@@ -208,10 +208,11 @@ def test_without_companies_table_scores_are_recomputed(run, tmp_path):
     _, scores = run
     html = build_report(scores, tmp_path / "r.html").path.read_text()
     cells = re.findall(r'<td class="n">([^<]*)</td>', html.split('<span class="name">Acme')[1])
-    # Acme: 2 photos, 3 faces, 0 failed; means over main faces (ceo happy, board neutral)
+    # Acme: 2 photos, 0 videos, 3 faces, 0 failed; means over main faces (ceo happy, board
+    # neutral)
     assert "<td>Acm</td>" in html  # the ticker, constant within the company, passes through
-    assert cells[:5] == ["2", "3", "0", "0.050", "0.050"]
-    assert cells[6:10] == ["0.375", "0.050", "0.050", "0.375"]
+    assert cells[:6] == ["2", "0", "3", "0", "0.050", "0.050"]
+    assert cells[7:11] == ["0.375", "0.050", "0.050", "0.375"]
 
 
 def test_not_a_scores_file_is_refused(tmp_path):

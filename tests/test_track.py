@@ -24,6 +24,9 @@ def test_likeness_overlap_then_position_then_nothing() -> None:
     assert moved > 0.3 > turned > 0
     assert likeness(box(0, 0), box(60, 0)) == 0.0  # IoU 0.25 and centres 0.6 sides apart
     assert likeness(box(0, 0, 100), box(0, 0, 40)) == 0.0  # same place, another size
+    # a close-up nesting the last box (IoU 0.31): another person, not a head moving
+    assert iou(box(276, 102, 98), box(212, 34, 176)) > 0.3
+    assert likeness(box(276, 102, 98), box(212, 34, 176)) == 0.0
     assert likeness(Box(0, 0, 0, 0, 0.9), box(0, 0)) == 0.0
 
 

@@ -258,7 +258,7 @@ def test_cli_fps_faces_and_videos_options(folder: Path, tiny_model: Path,
                                       "--faces", "all", "--videos", str(videos)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "2 photos and 1 videos (4 frames)" in result.output and str(videos) in result.output
+    assert "2 photos and 1 video (4 frames)" in result.output and str(videos) in result.output
     rows = pd.read_parquet(out).query("path == 'acme/talk.mkv'")
     assert rows["time"].tolist() == [0.0, 2.0, 4.0, 6.0] and rows["track"].tolist() == [0, 0, 1, 0]
     assert pd.read_parquet(videos)["frames"].tolist() == [4]
@@ -267,3 +267,30 @@ def test_cli_fps_faces_and_videos_options(folder: Path, tiny_model: Path,
     same = CliRunner().invoke(cli, ["score", str(clips), "--out", str(out), "--videos",
                                     str(out)])
     assert same.exit_code == 1 and "file of its own" in same.output
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """README "Videos": its Python and shell blocks, in order, from a folder beside
+    sample_data, give the summary and the main_share the text quotes."""
+    pytest.importorskip("matplotlib")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Videos\n")[1].split("\n## ")[0]
+    blocks = [block.split("\n", 1) for block in section.split("```")[1::2]]
+    (tmp_path / "sample_data").symlink_to(SAMPLE_PHOTOS.parent)
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for language, code in blocks:
+        if language == "bash":
+            command = code.split()
+            assert command[0] == "facevalue"
+            result = CliRunner().invoke(cli, command[1:], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            outputs.append(result.output)
+        else:
+            exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
+    assert "1 video (60 frames) (1 ok), 54 faces scored" in outputs[0]
+    assert "54 faces scored" in section and "`main_share` is 0.9" in section
+    assert pd.read_parquet("press.videos.parquet")["main_share"].tolist() == [0.9]
+    assert Path("press.png").stat().st_size > 10_000 and "ECB/2020-03-12.mp4" in \
+        capsys.readouterr().out
