@@ -17,6 +17,9 @@ from facevalue.columns import (
     GEOMETRY_SCORES,
     NO_FACE,
     OK,
+    PERSON,
+    PERSON_COUNTS,
+    PERSON_GEOMETRY,
     RESULT,
     SCORES,
     STD,
@@ -154,6 +157,100 @@ def videos(faces: pd.DataFrame, listed: pd.DataFrame, id_columns: list[str]) -> 
                                                                     ignore_index=True)
 
 
+def person_keys(id_columns: list[str]) -> list[str]:
+    """People are grouped by ``person``, and by ``year`` when the manifest has one."""
+    return [PERSON, "year"] if "year" in id_columns else [PERSON]
+
+
+def people(faces: pd.DataFrame, id_columns: list[str], videos: pd.DataFrame | None = None,
+           frames: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per person (and year) of a manifest with a ``person`` column.
+
+    ``faces`` are the photos' rows (as for ``companies``), ``videos`` the per-video table and
+    ``frames`` the videos' main-track rows (path, the keys, fwhr, geometry_ok), for fWHR.
+    ``photos`` and ``videos`` count those in the study, ``failed`` those that could not be
+    scored, ``main_faces`` what the means average: each photo's scored main face and each
+    video's main track, once (a video weighs as a photo, as in the companies table). With
+    geometry columns, ``fwhr_median`` is the median over the person's near-frontal faces
+    (``geometry_ok``: |yaw| <= 10, |pitch| <= 20, large and sharp enough): each photo's main
+    face and each video's main track (the median of its frames), ``fwhr_faces`` how many.
+    A median, not a mean: one odd measurement moves a person's few faces' mean a lot.
+    Photos and videos whose person is empty are left out, with a warning: they belong to
+    nobody. Pass-through ids (company, ticker) are those constant per person.
+    """
+    keys = person_keys(id_columns)
+    others = [c for c in ("company", *id_columns) if c not in keys]
+    geometry = "fwhr" in faces.columns
+    rows = _named(faces[faces["status"] != UNLISTED], "photo(s)")
+    clips = _named(_video_units(videos, keys, ["company", *id_columns]), "video(s)")
+    columns = [PERSON, *others, *keys[1:], *PERSON_COUNTS, *LABELS, *SCORES,
+               *(PERSON_GEOMETRY if geometry else ())]
+    if rows.empty and clips.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c))
+                             for c in columns if c not in others})
+    ids = constant_ids(pd.concat([_plain(rows, [*keys, *others]),
+                                  _plain(clips, [*keys, *others])]), others, keys)
+    columns = [c for c in columns if c not in others or c in ids]
+    photos = rows[first_rows(rows)]
+    main = rows[(rows["status"] == OK) & (rows["face"] == 0)]
+    units = pd.concat([_plain(main, [*keys, *LABELS]).assign(
+                           happiness_share=(main["emotion"] == "happiness").astype(float).values),
+                       _plain(clips, [*keys, *LABELS, "happiness_share"])])
+    counts = pd.concat([
+        _plain(photos, keys).assign(photos=1, videos=0,
+                                    failed=~photos["status"].isin([OK, NO_FACE]).values),
+        _plain(clips, keys).assign(photos=0, videos=1, failed=clips["failed"].values)])
+    groups = dict(dropna=False, sort=True, observed=True)
+    table = counts.groupby(keys, **groups)[["photos", "videos", "failed"]].sum()
+    by_unit = units.groupby(keys, **groups)
+    table["main_faces"] = by_unit["happiness"].count()
+    table = table.join(pd.concat([_plain(rows, [*keys, *ids]), _plain(clips, [*keys, *ids])])
+                       .groupby(keys, **groups)[ids].first())
+    table = table.join(by_unit[[*LABELS, "happiness_share"]].mean())
+    table["positivity"] = _positivity(table)
+    if geometry:
+        measured = _fwhr_units(main, frames, keys).groupby(keys, **groups)["fwhr"]
+        table["fwhr_median"] = measured.median()
+        table["fwhr_faces"] = measured.count()
+    table = table.reset_index()
+    table[["main_faces", *(("fwhr_faces",) if geometry else ())]] = table[
+        ["main_faces", *(("fwhr_faces",) if geometry else ())]].fillna(0)
+    numbers = (*PERSON_COUNTS, *LABELS, *SCORES, *(PERSON_GEOMETRY if geometry else ()))
+    text = {c: "str" for c in columns if c not in numbers}
+    return table[columns].astype({**text, **{c: _dtype(c) for c in numbers}})
+
+
+def _named(rows: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The rows with a person; a warning counts the photos (or videos) without one."""
+    blank = _blank(rows[PERSON])
+    if blank.any():
+        unnamed = rows[blank]
+        n = len(unnamed) if "face" not in unnamed else int(first_rows(unnamed).sum())
+        log.warning("%d %s with an empty person in the manifest are left out of the people "
+                    "table", n, what)
+    return rows[~blank]
+
+
+def _blank(person: pd.Series) -> pd.Series:
+    """An empty (or all-space) person: a manifest cell left empty."""
+    return person.isna() | person.astype("string").str.strip().eq("")
+
+
+def _fwhr_units(main: pd.DataFrame, frames: pd.DataFrame | None,
+                keys: list[str]) -> pd.DataFrame:
+    """The keys and fWHR of each near-frontal measurement: a photo's main face with
+    ``geometry_ok``, or a video's main track (the median of its ``geometry_ok`` frames)."""
+    ok = main[main["geometry_ok"].fillna(False).astype(bool)]
+    photos = _plain(ok, [*keys, "fwhr"])
+    if frames is None or frames.empty:
+        return photos
+    shown = frames[frames["geometry_ok"].fillna(False).astype(bool) & (frames[TRACK] == 0)
+                   & ~_blank(frames[PERSON])]  # the video's own row warned of an empty one
+    clips = _plain(shown, ["path", *keys, "fwhr"]).groupby(["path", *keys], dropna=False,
+                                                            observed=True)["fwhr"].median()
+    return pd.concat([photos, clips.reset_index()[[*keys, "fwhr"]]], ignore_index=True)
+
+
 def _positivity(means: pd.DataFrame) -> pd.Series:
     """Mean happiness less the summed means of the four negative emotions, in [-1, 1]."""
     return means["happiness"] - means[list(NEGATIVE)].sum(axis=1, min_count=4)
@@ -184,8 +281,8 @@ def constant_ids(faces: pd.DataFrame, id_columns: list[str], keys: list[str]) ->
 
 
 def _dtype(column: str) -> str:
-    if column in COUNTS or column in GEOMETRY_COUNTS:
+    if column in (*COUNTS, *GEOMETRY_COUNTS, *PERSON_COUNTS, PERSON_GEOMETRY[1]):
         return "int64"
-    if column in LABELS or column in SCORES or column in GEOMETRY_SCORES:
+    if column in (*LABELS, *SCORES, *GEOMETRY_SCORES, PERSON_GEOMETRY[0]):
         return "float64"
     return "str"

@@ -41,10 +41,17 @@ TIME = "time"
 TRACK = "track"
 VIDEO_COUNTS = ("duration", "frames", "frames_with_face", "faces", "main_share")
 STD = "_std"
+# Per-person table, when the manifest has a PERSON column: person, year when given, the
+# manifest ids constant per person, PERSON_COUNTS, LABELS (means), SCORES, then with
+# --geometry PERSON_GEOMETRY (fWHR's median over near-frontal faces, and its n).
+PERSON = "person"
+PERSON_COUNTS = ("photos", "videos", "failed", "main_faces")
+PERSON_GEOMETRY = ("fwhr_median", "fwhr_faces")
 # Columns a manifest may not use for its ids: a copied-through id would overwrite them.
 RESERVED = frozenset({*PHOTO, *RESULT, *BOX, FACE_SCORE, EMOTION, *GEOMETRY, PHOTO_SHA256,
                       *COUNTS, *SCORES, *GEOMETRY_COUNTS, *GEOMETRY_SCORES, *LABELS,
-                      TIME, TRACK, *VIDEO_COUNTS, *(label + STD for label in LABELS)})
+                      TIME, TRACK, *VIDEO_COUNTS, *(label + STD for label in LABELS),
+                      *PERSON_COUNTS, *PERSON_GEOMETRY})
 
 
 class PhotoError(FacevalueError, ValueError):

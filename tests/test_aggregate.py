@@ -165,3 +165,108 @@ def test_a_video_counts_once_in_its_company() -> None:
     assert row["happiness"] == pytest.approx((0.7 + 0.05 + 0.6) / 3)
     assert row["happiness_share"] == pytest.approx((1 + 0 + 2 / 3) / 3)
     assert table["videos"].dtype == "int64"
+
+
+def person_rows() -> pd.DataFrame:
+    """Photos of Ann (two years, one photo with a second face, one broken) and Bob, with
+    geometry: Ann's 2019 main faces measure 1.9 (ok), 2.5 (ok), 3.0 (not ok)."""
+    rows = [
+        face("a/1.jpg", "a", top="happiness", person="Ann", year="2019", ticker="AAA"),
+        face("a/1.jpg", "a", index=1, top="anger", person="Ann", year="2019", ticker="AAA"),
+        face("a/2.jpg", "a", top="sadness", person="Ann", year="2019", ticker="AAA"),
+        face("a/3.jpg", "a", top="neutral", person="Ann", year="2019", ticker="AAA"),
+        face("a/4.jpg", "a", status="unreadable", index=None, top=None, person="Ann",
+             year="2019", ticker="AAA"),
+        face("a/5.jpg", "a", top="surprise", person="Ann", year="2020", ticker="AAA"),
+        face("b/1.jpg", "b", top="neutral", person="Bob", year="2019", ticker="BBB"),
+        face("b/2.jpg", "b", status="no_face", index=None, top=None, person="Bob",
+             year="2019", ticker="BBB"),
+        face("z/1.jpg", "z", status="unlisted", index=None, top=None),
+    ]
+    table = frame(*rows)
+    table["fwhr"] = np.array([1.9, 1.0, 2.5, 3.0, np.nan, 2.0, 1.7, np.nan, np.nan], "float32")
+    table["geometry_ok"] = [True, True, True, False, None, True, False, None, None]
+    return table
+
+
+def test_people_counts_and_means_from_the_faces() -> None:
+    faces = person_rows()
+    table = aggregate.people(faces, ["ticker", "year", "person"])
+    assert list(table.columns) == [
+        "person", "company", "ticker", "year", "photos", "videos", "failed", "main_faces",
+        *LABELS, "happiness_share", "positivity", "fwhr_median", "fwhr_faces"]
+    table = table.set_index(["person", "year"])
+    assert list(table.index) == [("Ann", "2019"), ("Ann", "2020"), ("Bob", "2019")]
+    for (person, year), got in table.iterrows():  # recomputed here from the faces
+        mine = faces[(faces["person"] == person) & (faces["year"] == year)]
+        main = mine[(mine["status"] == OK) & (mine["face"] == 0)]
+        assert got["photos"] == mine["path"].nunique()
+        assert got["failed"] == mine.drop_duplicates("path")["status"].isin(
+            ["unreadable"]).sum()
+        assert (got["videos"], got["main_faces"]) == (0, len(main))
+        for label in LABELS:
+            assert got[label] == pytest.approx(main[label].mean())
+        assert got["positivity"] == pytest.approx(main["happiness"].mean() - sum(
+            main[n].mean() for n in ("anger", "disgust", "fear", "sadness")))
+        ok = main[main["geometry_ok"].fillna(False).astype(bool)]
+        assert got["fwhr_faces"] == len(ok)
+    # the median over Ann's 2019 main faces with geometry_ok: not the 3.0 (not ok) nor the
+    # second face's 1.0; Bob's one face is not ok: no fWHR, n 0
+    assert table.loc[("Ann", "2019"), "fwhr_median"] == pytest.approx((1.9 + 2.5) / 2, 1e-6)
+    assert table.loc[("Ann", "2019"), "fwhr_faces"] == 2
+    assert np.isnan(table.loc[("Bob", "2019"), "fwhr_median"])
+    assert table.loc[("Bob", "2019"), "fwhr_faces"] == 0
+    assert table["company"].tolist() == ["a", "a", "b"] and table["ticker"].tolist() == [
+        "AAA", "AAA", "BBB"]
+    assert table["fwhr_faces"].dtype == "int64" and table["main_faces"].dtype == "int64"
+    # the job reads the per-face file back with text as categoricals: the same table
+    text = ["company", "ticker", "year", "person", "status", "emotion"]
+    pd.testing.assert_frame_equal(
+        aggregate.people(faces.astype(dict.fromkeys(text, "category")),
+                         ["ticker", "year", "person"]).set_index(["person", "year"]), table)
+
+
+def test_people_without_year_and_companies_differing() -> None:
+    """Without a year a person is one row; a person who moved between companies keeps no
+    company column (it is not constant), and a table without geometry has no fWHR."""
+    faces = person_rows().drop(columns=["fwhr", "geometry_ok", "year"])
+    faces.loc[faces["path"] == "a/5.jpg", "company"] = "c"
+    table = aggregate.people(faces, ["ticker", "person"])
+    assert list(table.columns[:3]) == ["person", "ticker", "photos"]
+    assert "fwhr_median" not in table and "company" not in table
+    assert table[["person", "photos", "main_faces"]].values.tolist() == [["Ann", 5, 4],
+                                                                        ["Bob", 2, 1]]
+
+
+def test_an_empty_person_is_left_out_with_a_warning(caplog) -> None:
+    faces = person_rows()
+    faces.loc[faces["path"].isin(["a/2.jpg", "b/1.jpg"]), "person"] = ["", " ", ""][:2]
+    table = aggregate.people(faces, ["ticker", "year", "person"])
+    assert "" not in set(table["person"]) and " " not in set(table["person"])
+    assert table.set_index(["person", "year"]).loc[("Ann", "2019"), "photos"] == 3
+    assert "2 photo(s) with an empty person" in caplog.text
+
+
+def test_a_video_counts_once_for_its_person_and_its_track_gives_one_fwhr() -> None:
+    """a.mp4 (person Ann) is one unit of the means, and its main track's geometry_ok frames
+    one fWHR measurement (their median), beside her photo's."""
+    photos = frame(face("ACME/1.jpg", "ACME", top="happiness", gvkey="001690", person="Ann"))
+    photos["fwhr"] = np.array([2.0], "float32")
+    photos["geometry_ok"] = [True]
+    clips = aggregate.videos(video_rows().assign(person="Ann"),
+                             listed_videos().assign(person="Ann"), ["gvkey", "person"])
+    frames = video_rows().assign(person="Ann")
+    frames = frames[frames["time"].notna()]
+    frames["fwhr"] = [1.5, 9.0, 1.6, np.nan, 5.0, np.nan]  # 9.0 is track 1's, 5.0 not ok
+    frames["geometry_ok"] = [True, True, True, None, False, None]
+    row = aggregate.people(photos, ["gvkey", "person"], clips, frames).iloc[0]
+    assert (row["photos"], row["videos"], row["failed"], row["main_faces"]) == (1, 3, 1, 2)
+    assert row["happiness"] == pytest.approx((0.7 + 0.6) / 2)
+    assert (row["fwhr_median"], row["fwhr_faces"]) == (pytest.approx((2.0 + 1.55) / 2), 2)
+
+
+def test_no_person_rows_gives_an_empty_typed_table() -> None:
+    faces = pd.DataFrame(columns=["path", "company", "person", "status", "face", "emotion",
+                                  *LABELS])
+    table = aggregate.people(faces, ["person"])
+    assert table.empty and table["photos"].dtype == "int64"
