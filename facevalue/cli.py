@@ -74,6 +74,9 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--videos", type=click.Path(dir_okay=False),
               help="Per-video Parquet file, written when PHOTOS holds videos "
                    "[default: <stem>.videos.parquet beside --out].")
+@click.option("--people", type=click.Path(dir_okay=False),
+              help="Per-person Parquet file, written when the manifest has a person column "
+                   "[default: <stem>.people.parquet beside --out].")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
               help="CSV with path (relative to PHOTOS), company, and ids to copy through.")
 @model_option
@@ -107,14 +110,15 @@ def _photos_location(ctx: click.Context, param: click.Parameter, value: str) -> 
               help="Ray cluster to join with --engine ray (host:port, auto) "
                    "[default: $RAY_ADDRESS, else start a local Ray].")
 def score(photos: str, out: str, companies: str | None, videos: str | None,
-          manifest: str | None, model: str | None, device: str, faces: str, fps: float,
-          geometry: bool, batch_size: int, max_pixels: float,
+          people: str | None, manifest: str | None, model: str | None, device: str,
+          faces: str, fps: float, geometry: bool, batch_size: int, max_pixels: float,
           threads: int | None, workers: int | None, quiet: bool, engine: str,
           ray_address: str | None) -> None:
     """Score the faces in every photo under PHOTOS into per-face and per-company Parquet.
 
     Videos (.mp4 .mov .m4v .mkv .avi .webm) are sampled at --fps: a row per face per
-    sampled frame, with its time and track, and a per-video table. Results are saved beside
+    sampled frame, with its time and track, and a per-video table; a manifest with a person
+    column adds a per-person table. Results are saved beside
     --out as they are made: the same command run again after an interruption, or after
     photos were added, scores only the photos not yet scored.
     """
@@ -129,7 +133,7 @@ def score(photos: str, out: str, companies: str | None, videos: str | None,
                                batch_size=batch_size, max_pixels=round(max_pixels * 1e6),
                                threads=threads, progress=progress, arguments=arguments,
                                engine=_engine(engine, ray_address, workers, quiet), fps=fps,
-                               videos=videos)
+                               videos=videos, people=people)
     _outputs_complete()
     if not quiet:
         _summarize(summary)
@@ -208,6 +212,8 @@ def _summarize(summary: Summary) -> None:
         files = f"{photos} photo{'s' * (photos != 1)} and {clips}" if photos else clips
         unit = "files"
         tables += f", {summary.video_table}"
+    if summary.people_table:
+        tables += f", {summary.people_table}"
     click.echo(f"{files} ({details}), {summary.faces} faces scored in {seconds:.1f} s "
                f"({summary.photos / max(seconds, 1e-9):,.0f} {unit}/s{reused}) -> {tables}",
                err=True)

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facevalue import __version__, aggregate, discover, storage, write
-from facevalue.columns import ERROR, TIME, TRACK
+from facevalue.columns import ERROR, PERSON, TIME, TRACK
 from facevalue.contract import LABELS
 from facevalue.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -71,12 +71,14 @@ class Scores:
     """What ``score_folder`` returns; the frames carry the run's metadata in ``.attrs``.
 
     Unpacks as ``faces, companies`` (what it was before videos); ``videos`` is the
-    per-video table, None when the folder holds no video.
+    per-video table, None when the folder holds no video; ``people`` the per-person table,
+    None without a manifest with a ``person`` column.
     """
 
     faces: pd.DataFrame
     companies: pd.DataFrame
     videos: pd.DataFrame | None = None
+    people: pd.DataFrame | None = None
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return iter((self.faces, self.companies))
@@ -99,6 +101,7 @@ class Summary:
     videos: int = 0  # of ``photos``, the videos
     frames: int = 0  # video frames sampled
     video_table: str | None = None  # the per-video table, when there were videos
+    people_table: str | None = None  # the per-person table, when the manifest names persons
 
 
 def video_setup_key(setup: str, options: Options) -> str:
@@ -138,13 +141,15 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
                  progress: Callable[..., None] | None = None,
                  arguments: Mapping[str, Any] | None = None, geometry: bool = False,
                  engine: Engine | None = None, fps: float = DEFAULT_FPS,
-                 videos: str | Path | None = None) -> Summary:
+                 videos: str | Path | None = None, people: str | Path | None = None) -> Summary:
     """Score every photo under ``photos`` into the per-face Parquet ``out`` and the
     per-company one (``companies``, default ``<out stem>.companies.parquet``).
 
     Videos under ``photos`` are sampled at ``fps`` frames a second; their frames' rows join
     the per-face table, and the per-video table goes to ``videos`` (default ``<out
-    stem>.videos.parquet``), written only when there are videos.
+    stem>.videos.parquet``), written only when there are videos. A manifest with a
+    ``person`` column adds the per-person table (``aggregate.people``) at ``people``
+    (default ``<out stem>.people.parquet``).
 
     ``photos`` and the outputs may be local paths or URIs (``s3://``, ``gs://``). Memory
     stays flat for any number of photos. Results are saved beside a local ``out``
@@ -160,7 +165,8 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     started = time.perf_counter()
     companies = str(companies if companies is not None else write.default_companies_path(out))
     videos = str(videos if videos is not None else write.default_videos_path(out))
-    write.check_outputs(out, companies, videos)
+    people = str(people if people is not None else write.default_people_path(out))
+    write.check_outputs(out, companies, videos, people)
     options = Options(faces, max_pixels, batch_size, chunk_size, geometry, fps)
     engine = engine or LocalEngine(workers or 0)
     location = storage.open_location(photos)
@@ -185,13 +191,15 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
                                      out, companies, stats)
             del results, models, work, found  # hand back onnxruntime's buffers first
             _write_companies(faces_file, companies, ids, geometry, meta,
-                             None if clips is None else (clips.table(), videos))
+                             None if clips is None else (clips.table(), videos),
+                             people if PERSON in ids else None)
     except OSError as e:  # photos' own read errors never get here: they are status rows
         raise _output_error(e.filename or out, e) from e
     return Summary(str(out), companies, n_photos, stats.faces,
                    dict(stats.statuses.most_common()), stats.scored, stats.reused,
                    time.perf_counter() - started, dict(stats.seconds), stats.workers,
-                   stats.videos, stats.frames, None if clips is None else videos)
+                   stats.videos, stats.frames, None if clips is None else videos,
+                   people if PERSON in ids else None)
 
 
 class _Videos:
@@ -218,9 +226,11 @@ class _Videos:
 
 def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[str],
                      geometry: bool, meta: dict[str, str],
-                     videos: tuple[pd.DataFrame, str] | None = None) -> None:
+                     videos: tuple[pd.DataFrame, str] | None = None,
+                     people: str | None = None) -> None:
     """Write the company table from the finished per-face file (and the per-video table,
-    ``videos``: the table and where it goes), then rename all tables.
+    ``videos``: the table and where it goes; the per-person one to ``people``), then
+    rename all tables.
 
     The per-face file still has its temporary name: a company table that cannot be written
     (a full disk) leaves the previous run's tables as they were, not a new per-face file
@@ -231,11 +241,18 @@ def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[s
     try:
         clips = None if videos is None else videos[0]
         skip = [] if clips is None else clips["path"].tolist()
-        company_frame = aggregate.companies(
-            _aggregation_columns(faces_file, ids, geometry, skip), ids, clips)
+        columns = _aggregation_columns(faces_file, ids, geometry, skip)
+        company_frame = aggregate.companies(columns, ids, clips)
         pending.append(write.write_frame(company_frame, companies,
                                          write.company_schema(company_frame.columns, meta),
                                          commit=False))
+        if people is not None:
+            where = people
+            frames = _video_geometry(faces_file, ids, skip) if geometry and skip else None
+            person_frame = aggregate.people(columns, ids, clips, frames)
+            pending.append(write.write_frame(person_frame, people,
+                                             write.company_schema(person_frame.columns, meta),
+                                             commit=False))
         if videos is not None:
             where = videos[1]
             pending.append(write.write_frame(videos[0], where, write.video_schema(ids, meta),
@@ -419,15 +436,17 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
                  progress: Callable[..., None] | None = None,
                  arguments: Mapping[str, Any] | None = None, geometry: bool = False,
                  engine: Engine | None = None, fps: float = DEFAULT_FPS,
-                 videos: str | Path | None = None) -> Scores:
+                 videos: str | Path | None = None, people: str | Path | None = None) -> Scores:
     """Score every photo (and video) under ``photos``; return the tables as DataFrames.
 
     ``write_scores`` with the tables returned in memory: with ``out``, the per-face Parquet
     is written there and the per-company one to ``companies`` (default ``<out
     stem>.companies.parquet``), the per-video one to ``videos`` (default ``<out
-    stem>.videos.parquet``), and a repeated call reuses the saved results; ``companies``
-    alone writes only the per-company table; neither keeps nothing on disk. ``engine`` as
-    for ``write_scores``. For collections too large for memory, call ``write_scores``.
+    stem>.videos.parquet``), the per-person one (a manifest with ``person``) to ``people``
+    (default ``<out stem>.people.parquet``), and a repeated call reuses the saved results;
+    ``companies`` alone writes only the per-company table; neither keeps nothing on disk.
+    ``engine`` as for ``write_scores``. For collections too large for memory, call
+    ``write_scores``.
     """
     if arguments is None:
         arguments = {"photos": photos, "manifest": manifest, "model": model, "device": device,
@@ -441,15 +460,17 @@ def score_folder(photos: str | Path | Location, out: str | Path | None = None, *
                                model=model, device=device, faces=faces, batch_size=batch_size,
                                max_pixels=max_pixels, threads=threads, workers=workers,
                                chunk_size=chunk_size, progress=progress, arguments=arguments,
-                               geometry=geometry, engine=engine, fps=fps, videos=videos)
+                               geometry=geometry, engine=engine, fps=fps, videos=videos,
+                               people=people)
         meta = write.read_metadata(summary.out)
-        frames = [storage.read_table(summary.out).to_pandas(),
-                  storage.read_table(summary.companies).to_pandas()]
-        if summary.video_table is not None:
-            frames.append(storage.read_table(summary.video_table).to_pandas())
-    for frame in frames:
-        frame.attrs = dict(meta)
-    return Scores(*frames)
+        frames = {name: None if path is None else storage.read_table(path).to_pandas()
+                  for name, path in (("faces", summary.out), ("companies", summary.companies),
+                                     ("videos", summary.video_table),
+                                     ("people", summary.people_table))}
+    for frame in frames.values():
+        if frame is not None:
+            frame.attrs = dict(meta)
+    return Scores(**frames)
 
 
 def _write_rows(chunks: Iterable[list[dict[str, Any]]], schema: pa.Schema, out: str | Path,
@@ -492,6 +513,17 @@ def _aggregation_columns(faces_file: storage.OutputFile, ids: list[str],
     photos = ~pc.field("path").isin(videos) if videos else None
     table = pq.read_table(faces_file.temp, filesystem=faces_file.fs, filters=photos,
                           columns=[*text, "face", *LABELS, *measures], read_dictionary=text)
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _video_geometry(faces_file: storage.OutputFile, ids: list[str],
+                    videos: list[str]) -> pd.DataFrame:
+    """The videos' main-track rows with their geometry, for the per-person fWHR."""
+    keys = aggregate.person_keys(ids)
+    wanted = pc.field("path").isin(videos) & (pc.field(TRACK) == 0)
+    table = pq.read_table(faces_file.temp, filesystem=faces_file.fs, filters=wanted,
+                          columns=["path", *keys, TRACK, "fwhr", "geometry_ok"],
+                          read_dictionary=["path", *keys])
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 

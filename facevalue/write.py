@@ -35,6 +35,8 @@ from facevalue.columns import (
     GEOMETRY,
     GEOMETRY_COUNTS,
     GEOMETRY_SCORES,
+    PERSON_COUNTS,
+    PERSON_GEOMETRY,
     PHOTO,
     PHOTO_SHA256,
     RESULT,
@@ -73,15 +75,16 @@ def face_schema(id_columns: Iterable[str] = (), metadata: Mapping[str, str] | No
 
 def company_schema(columns: Iterable[str], metadata: Mapping[str, str] | None = None
                    ) -> pa.Schema:
-    """The per-company table's schema for ``columns`` (``company``, ids, counts, scores).
+    """The per-company (or per-person) table's schema for ``columns`` (``company`` or
+    ``person``, ids, counts, scores).
 
     Its id columns depend on the manifest, so the schema is built from the column names:
     counts are int64, scores float64, and everything else (company, ids, year) strings.
     """
     def kind(name: str) -> pa.DataType:
-        if name in COUNTS or name in GEOMETRY_COUNTS:
+        if name in (*COUNTS, *GEOMETRY_COUNTS, *PERSON_COUNTS, PERSON_GEOMETRY[1]):
             return pa.int64()
-        scores = (*LABELS, *SCORES, *GEOMETRY_SCORES)
+        scores = (*LABELS, *SCORES, *GEOMETRY_SCORES, PERSON_GEOMETRY[0])
         return pa.float64() if name in scores else pa.string()
     return pa.schema([pa.field(name, kind(name)) for name in columns], metadata=metadata)
 
@@ -104,13 +107,14 @@ class OutputError(FacevalueError, ValueError):
     """Raised before any work for output paths that cannot be what the user meant."""
 
 
-def check_outputs(out: str | Path, companies: str | Path, videos: str | Path | None = None
-                  ) -> None:
-    """Refuse a non-Parquet name, a companies (or videos) file that would overwrite another
-    table, and a local folder nothing can be written in: before any work, not after all the
-    scoring."""
+def check_outputs(out: str | Path, companies: str | Path, videos: str | Path | None = None,
+                  people: str | Path | None = None) -> None:
+    """Refuse a non-Parquet name, a companies (videos, people) file that would overwrite
+    another table, and a local folder nothing can be written in: before any work, not after
+    all the scoring."""
     named = [(out, "--out"), (companies, "--companies")]
     named += [] if videos is None else [(videos, "--videos")]
+    named += [] if people is None else [(people, "--people")]
     for path, option in named:
         if PurePosixPath(str(path)).suffix.lower() != ".parquet":
             raise OutputError(f"{option} {path}: facevalue writes Parquet; give a name ending "
@@ -244,6 +248,11 @@ def default_companies_path(out: str | Path) -> str:
 def default_videos_path(out: str | Path) -> str:
     """``.../scores.parquet`` -> ``.../scores.videos.parquet`` (see default_companies_path)."""
     return _beside(out, "videos")
+
+
+def default_people_path(out: str | Path) -> str:
+    """``.../scores.parquet`` -> ``.../scores.people.parquet`` (see default_companies_path)."""
+    return _beside(out, "people")
 
 
 def _beside(out: str | Path, table: str) -> str:
