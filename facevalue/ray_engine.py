@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from facevalue import reaper
 from facevalue.classify import Classifier
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
@@ -177,12 +178,27 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
     quiet = {"logging_level": logging.ERROR, "log_to_driver": not ray_options.quiet}
     if address:
         check_reachable(address)  # its EngineError says it all: not wrapped again below
+    # a local Ray's agents outlive a killed driver by a minute or more: a watcher stops them
+    local = address in (None, "", "local")
+    watcher = reaper.start(os.path.dirname(ray.__file__)) if local else None
+    try:
+        with _started(ray, address, ray_options.num_cpus, quiet):
+            yield ray
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+@contextmanager
+def _started(ray: Any, address: str | None, num_cpus: int | None,
+             quiet: Mapping[str, Any]) -> Iterator[None]:
+    """``ray.init`` (joining ``address`` or starting a local Ray) until ``ray.shutdown``."""
     terminate = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False, **quiet)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray"
         raise EngineError(f"cannot {where}: {e}") from e
@@ -191,7 +207,7 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
         # after the temporary files are gone
         signal.signal(signal.SIGTERM, terminate)
     try:
-        yield ray
+        yield
     finally:
         ray.shutdown()
 
