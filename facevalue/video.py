@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO
@@ -74,6 +74,43 @@ def sample_frames(source: Source, fps: float = DEFAULT_FPS,
             yield _upright(time, frame, max_pixels)
         if not yielded:
             raise VideoError(UNREADABLE, "no frame could be decoded (truncated or corrupt)")
+
+
+def frames_at(source: Source, times: Sequence[float],
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Frame]:
+    """Yield the frames ``sample_frames`` gave at ``times`` (seconds from the first frame),
+    in the order given: a few frames of a long video for the report's strips.
+
+    Each costs a seek to the keyframe before it and decoding from there, not a pass over
+    the whole video. A time the video no longer holds (changed or truncated since it was
+    scored) gives a frame with no image and an ``unreadable`` error.
+    """
+    with _open(source) as container:
+        stream = _video_stream(container, None)
+        base = Fraction(stream.time_base or 1)
+        origin = stream.start_time
+        if origin is None:  # as the sampler: the first packet's time
+            origin = next((p.pts for p in container.demux(stream) if p.pts is not None), 0)
+        for time in times:
+            target = origin + round(Fraction(time) / base)
+            frame = _frame_from(container, stream, target)
+            if frame is None:
+                yield Frame(time, None, VideoError(UNREADABLE, f"no frame at {time:.3f} s"))
+            else:
+                yield _upright(float((frame.pts - origin) * base), frame, max_pixels)
+
+
+def _frame_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                target: int) -> av.VideoFrame | None:
+    """The first frame shown at or after ``target`` (stream time units), or None."""
+    try:
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is not None and frame.pts >= target:
+                return frame
+    except av.error.FFmpegError as e:
+        log.debug("no frame at %d: %s", target, e)
+    return None
 
 
 def duration(source: Source) -> float | None:

@@ -184,3 +184,21 @@ def test_fps_must_be_positive(clip: Path) -> None:
     for fps in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="fps"):
             list(sample_frames(clip, fps))
+
+
+def test_frames_at_gives_the_sampled_frames_by_seeking(tmp_path: Path,
+                                                       portrait: np.ndarray) -> None:
+    """The report's frames: asked for some sampled times, in any order, frames_at gives the
+    frames sample_frames gave there, pixel for pixel (H.264 with B-frames and a keyframe
+    every 12 frames: each time a seek and a decode from the keyframe before it)."""
+    clip = write_h264(tmp_path / "b.mp4", moving(portrait, 60), [40 * i for i in range(60)])
+    sampled = {f.time: f.image for f in sample_frames(clip, fps=2)}
+    wanted = sorted(sampled)[::-2]  # backwards: every one a seek
+    found = list(video.frames_at(clip, wanted))
+    assert [f.time for f in found] == wanted
+    for frame in found:
+        assert frame.image is not None
+        np.testing.assert_array_equal(frame.image, sampled[frame.time])
+    late = list(video.frames_at(clip, [99.0]))
+    assert late[0].image is None and late[0].error is not None
+    assert late[0].error.status == UNREADABLE
