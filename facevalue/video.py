@@ -94,7 +94,7 @@ def frames_at(source: Source, times: Sequence[float],
         for time in times:
             target = origin + round(Fraction(time) / base)
             frame = _frame_from(container, stream, target)
-            if frame is None:
+            if frame is None or frame.pts is None:
                 yield Frame(time, None, VideoError(UNREADABLE, f"no frame at {time:.3f} s"))
             else:
                 yield _upright(float((frame.pts - origin) * base), frame, max_pixels)
