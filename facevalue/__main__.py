@@ -1,3 +1,3 @@
-from facevalue.cli import main
+from facevalue.console import main
 
 main()

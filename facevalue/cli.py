@@ -7,7 +7,6 @@ at once.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from facevalue import __version__
+from facevalue.console import outputs_complete
 from facevalue.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FPS,
@@ -134,7 +134,7 @@ def score(photos: str, out: str, companies: str | None, videos: str | None,
                                threads=threads, progress=progress, arguments=arguments,
                                engine=_engine(engine, ray_address, workers, quiet), fps=fps,
                                videos=videos, people=people)
-    _outputs_complete()
+    outputs_complete()
     if not quiet:
         _summarize(summary)
 
@@ -232,15 +232,18 @@ def _summarize(summary: Summary) -> None:
               help="Face thumbnails shown per company.")
 @click.option("--max-review", type=click.IntRange(min=0), default=200, show_default=True,
               help="Photos shown in each review list (failed, several faces).")
+@click.option("--max-videos", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Videos shown with their emotions over time and face crops.")
 def report(scores: str, out: str, photos: str | None, companies: str | None,
-           max_faces: int, max_review: int) -> None:
+           max_faces: int, max_review: int, max_videos: int) -> None:
     """Write an HTML page to check a scoring run by eye: counts, faces, failures, plots."""
     from facevalue.report import build_report
 
     made = build_report(scores, out, photos=photos, companies=companies,
-                        max_faces=max_faces, max_review=max_review)
+                        max_faces=max_faces, max_review=max_review, max_videos=max_videos)
+    videos = f"{made.videos} video{'s' * (made.videos != 1)}, " if made.videos else ""
     click.echo(f"wrote {made.path} ({made.size / 1e6:.1f} MB): {made.photos} photos, "
-               f"{made.faces} faces, {made.thumbnails} thumbnails")
+               f"{videos}{made.faces} faces, {made.thumbnails} thumbnails")
 
 
 @cli.command()
@@ -310,60 +313,3 @@ def train(args: tuple[str, ...]) -> None:
 
 TRAIN_EXTRA = ("training needs TensorFlow and tf2onnx: pip install '.[train]' in a clone of "
                "the repository")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (temp files go)."""
-
-
-# The signals main()'s handlers received: a signal during the import of a C extension
-# (numpy, OpenCV, in the first ~0.6 s) surfaces as ImportError, not as KeyboardInterrupt.
-_received: list[int] = []
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    _received.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def _outputs_complete() -> None:
-    """Let a run whose tables are written finish with 0 whatever signal comes now.
-
-    Only main()'s handlers are replaced (a CliRunner test keeps the test runner's). Ignoring
-    is what survives interpreter shutdown, which restores the default action (death by the
-    signal, with no message) for any Python handler.
-    """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is _on_signal:
-            signal.signal(signum, signal.SIG_IGN)
-
-
-def _stopped(signum: int) -> None:
-    """Say why the command stopped, and exit with 128 + the signal's number."""
-    terminated = signum == signal.SIGTERM
-    click.echo(f"facevalue: {'terminated' if terminated else 'interrupted'}; no output "
-               "file was left half-written (facevalue score keeps the photos it scored: "
-               "run it again to continue)", err=True)
-    sys.exit(128 + signum)
-
-
-def main() -> None:
-    """Console-script entry point: exit codes 1 (error), 2 (usage), 130 (Ctrl-C), 143 (SIGTERM).
-
-    Click's own handling turns Ctrl-C into "Aborted!" and exit code 1; shells and job
-    schedulers expect 128 + the signal's number.
-    """
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        code = cli.main(standalone_mode=False)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.Abort:
-        _stopped(_received[-1] if _received else signal.SIGINT)
-    except ImportError:
-        if not _received:
-            raise
-        _stopped(_received[-1])
-    sys.exit(code if isinstance(code, int) else 0)

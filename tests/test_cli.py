@@ -172,8 +172,9 @@ def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
 
 @pytest.fixture
 def entry_point_signals() -> Iterator[None]:
-    """Run ``facevalue.cli.main`` in this process and give the test runner its handlers back."""
-    from facevalue import cli as module
+    """Run ``facevalue.console.main`` in this process and give the test runner its handlers
+    back."""
+    from facevalue import console as module
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -187,7 +188,7 @@ def entry_point_signals() -> Iterator[None]:
 def test_ctrl_c_while_a_library_loads_exits_130(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str],
                                                 entry_point_signals: None) -> None:
-    from facevalue import cli as module
+    from facevalue import console
 
     def loading(**kwargs: object) -> None:
         try:
@@ -198,15 +199,45 @@ def test_ctrl_c_while_a_library_loads_exits_130(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(cli, "main", loading)
     with pytest.raises(SystemExit) as done:
-        module.main()
+        console.main()
     assert done.value.code == 130
     assert capsys.readouterr().err.startswith("facevalue: interrupted")
+
+
+# Ctrl-C at the moment the CLI's first import (Click) starts: the entry point has set its
+# handlers by then, so no KeyboardInterrupt traceback from an import (the ~60 ms window before
+# main() ran, when the console script imported facevalue.cli first).
+EARLY_CTRL_C = """
+import os, signal, sys
+from facevalue import console
+assert "click" not in sys.modules  # the entry point loads nothing before its handlers
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["facevalue", "--version"]
+console.main()
+"""
+
+
+def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line() -> None:
+    done = subprocess.run([sys.executable, "-c", EARLY_CTRL_C], capture_output=True, text=True,
+                          # a shell's background jobs (CI) start with SIGINT ignored
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.startswith("facevalue: interrupted") and done.stderr.count("\n") == 1
+    assert done.stdout == ""
 
 
 def test_a_signal_after_both_tables_are_written_ends_with_0(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path,
         capsys: pytest.CaptureFixture[str], entry_point_signals: None) -> None:
     from facevalue import cli as module
+    from facevalue import console
 
     summarize = module._summarize
 
@@ -220,7 +251,7 @@ def test_a_signal_after_both_tables_are_written_ends_with_0(
     monkeypatch.setattr(sys, "argv", ["facevalue", "score", str(SAMPLE_PHOTOS), "--out",
                                       str(out), "--model", str(tiny_model), "--device", "cpu"])
     with pytest.raises(SystemExit) as done:
-        module.main()
+        console.main()
     assert done.value.code == 0
     assert "faces scored" in capsys.readouterr().err
     assert out.exists() and out.with_name("s.companies.parquet").exists()
