@@ -110,3 +110,33 @@ def plot_emotion_distributions(companies: pd.DataFrame, out_png: str | Path | Bi
         fig.savefig(out_png, format="png")
         plt.close(fig)
     return out_png
+
+
+def plot_emotions_over_time(frames: pd.DataFrame, out_png: str | Path | BinaryIO,
+                            title: str = "") -> str | Path | BinaryIO:
+    """A video's main-track probabilities over time: a line per emotion, small.
+
+    ``frames`` has a ``time`` column (seconds) and the emotions; a sampled time without the
+    main track holds NaN there, and the lines break at it rather than bridge a cut to
+    someone else. Long videos are drawn in minutes.
+    """
+    plt = _pyplot()
+    labels = [label for label in EMOTION_COLORS if label in frames.columns]
+    ordered = frames.sort_values("time")
+    minutes = ordered["time"].max() > 180
+    x = ordered["time"] / 60 if minutes else ordered["time"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.2, 2.1))
+        for label in labels:
+            ax.plot(x, ordered[label], color=EMOTION_COLORS[label], linewidth=1.2,
+                    marker="." if len(ordered) <= 60 else None, markersize=3, label=label)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("minutes" if minutes else "seconds")
+        ax.set_ylabel("probability")
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out_png, format="png")
+        plt.close(fig)
+    return out_png

@@ -9,6 +9,7 @@ data URIs so the file opens from disk, offline, and can be mailed or archived wi
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -25,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facevalue import __version__, aggregate, decode, geometry, storage, write
-from facevalue.columns import RESERVED, PhotoError
+from facevalue import __version__, aggregate, decode, geometry, storage, video, write
+from facevalue.columns import RESERVED, TIME, TRACK, PhotoError
 from facevalue.contract import LABELS
 from facevalue.detect import Box
 from facevalue.errors import FacevalueError
@@ -41,6 +42,8 @@ WEBP_QUALITY = 80
 LINE_BGR = (40, 40, 230)  # fWHR's width and height lines: red
 BOX_BGR = (70, 200, 70)  # the main face: green
 OTHER_BOX_BGR = (255, 160, 40)  # the other faces: blue
+VIDEO_CROPS = 6  # face crops per video strip, at evenly spaced times of its main track
+VIDEO_TEXT = ("path", "company", "status", "error")  # in a video's header, not its table
 
 
 class ReportError(FacevalueError, ValueError):
@@ -75,10 +78,38 @@ class CompanySection:
     @property
     def top(self) -> str:
         """The emotion with the highest mean, for scanning a long list of companies."""
-        if not self.means:
-            return ""
-        label = max(self.means, key=self.means.__getitem__)
-        return f"{label} {self.means[label]:.2f}"
+        return top_emotion(self.means)
+
+
+@dataclass(frozen=True)
+class VideoSection:
+    """A video's block: its row of the per-video table, its main track's emotions over
+    time (a PNG data URI) and its face at a few times."""
+
+    path: str
+    company: str
+    status: str
+    error: str
+    columns: list[tuple[str, bool]]  # (name, numeric), as a company's
+    row: list[str]
+    frames: int
+    main_share: float | None
+    means: dict[str, float]
+    plot: str | None
+    thumbs: list[Thumb]
+
+    @property
+    def top(self) -> str:
+        """The main track's most probable emotion on average."""
+        return top_emotion(self.means)
+
+
+def top_emotion(means: Mapping[str, float]) -> str:
+    """The emotion with the highest mean and its mean, or nothing without means."""
+    if not means:
+        return ""
+    label = max(means, key=means.__getitem__)
+    return f"{label} {means[label]:.2f}"
 
 
 @dataclass(frozen=True)
@@ -101,23 +132,30 @@ class Report:
     photos: int
     faces: int
     thumbnails: int
+    videos: int = 0
 
 
 def build_report(scores: str | Path, out: str | Path, photos: str | Path | None = None,
                  companies: str | Path | None = None, max_faces: int = 12,
-                 max_review: int = 200) -> Report:
+                 max_review: int = 200, max_videos: int = 50) -> Report:
     """Write the HTML report for a per-face scores file; return where and how big.
 
     ``photos`` is the folder that was scored (paths in the table are relative to it); without
     it the page has no thumbnails. ``companies`` defaults to ``<stem>.companies.parquet`` next
     to ``scores``; ``max_faces`` caps thumbnails per company and ``max_review`` the photos in
-    each review list, so a 50,000-photo run still gives a page a browser opens.
+    each review list, so a 50,000-photo run still gives a page a browser opens. Videos get
+    a section each (their main track's emotions over time and face at a few times), the
+    first ``max_videos`` of them.
     """
     require_extra()
     scores = Path(scores)
-    check_out(Path(out), [scores, companies_path(scores, companies)])
-    faces, meta = read_scores(scores)
-    table = read_companies(scores, companies, faces)
+    check_out(Path(out), [scores, companies_path(scores, companies),
+                          Path(write.default_videos_path(scores))])
+    everything, meta = read_scores(scores)
+    clips = everything["path"].map(storage.is_video).astype(bool)
+    faces, frames = everything[~clips], everything[clips]
+    videos = read_videos(scores, frames)
+    table = read_companies(scores, companies, faces, videos)
     root = Path(photos) if photos is not None else None
     shown = faces[faces["status"].eq(aggregate.OK) & has_box(faces)]
     # main faces first, so a capped strip shows many photos rather than one group photo
@@ -126,6 +164,8 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     face_thumbs, photo_thumbs = make_thumbnails(
         faces, shown, pd.concat([unscored.head(max_review), multi.head(max_review)]), root)
     summary = summarise(faces)
+    summary["videos"] = 0 if videos is None else len(videos)
+    sections = [] if videos is None else video_sections(frames, videos.head(max_videos), root)
     context: dict[str, Any] = {
         "source": scores.name, "meta": meta, "photos_dir": str(root) if root else None,
         "summary": summary, "plot": distribution_png(table),
@@ -134,12 +174,15 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
         "unscored_hidden": max(len(unscored) - max_review, 0),
         "multi": review_items(multi.head(max_review), photo_thumbs, root, error=False),
         "multi_hidden": max(len(multi) - max_review, 0),
+        "videos": sections, "videos_hidden": max(summary["videos"] - max_videos, 0),
     }
     size = write_atomic(Path(out), render(context))
-    n_thumbs = sum(t.uri is not None for t in [*face_thumbs.values(), *photo_thumbs.values()])
+    n_thumbs = sum(t.uri is not None for t in [*face_thumbs.values(), *photo_thumbs.values(),
+                                               *(t for v in sections for t in v.thumbs)])
     log.debug("report: %d photos, %d thumbnails, %.1f MB", summary["photos"], n_thumbs,
               size / 1e6)
-    return Report(Path(out), size, summary["photos"], summary["faces"], n_thumbs)
+    return Report(Path(out), size, summary["photos"], summary["faces"], n_thumbs,
+                  summary["videos"])
 
 
 def check_out(out: Path, inputs: Sequence[Path]) -> None:
@@ -175,39 +218,71 @@ def read_scores(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         except ValueError:
             log.warning("%s: facevalue.arguments is not JSON; shown as stored", path)
     faces = table.to_pandas()
-    for column in ("error", "face", "faces_in_photo", "x", "y", "w", "h", "emotion", *LABELS):
+    for column in ("error", TIME, TRACK, "face", "faces_in_photo", "x", "y", "w", "h", "emotion",
+                   *LABELS):
         if column not in faces:
             faces[column] = None
     return faces, meta
 
 
-def read_companies(scores: Path, companies: str | Path | None,
-                   faces: pd.DataFrame) -> pd.DataFrame:
+def read_companies(scores: Path, companies: str | Path | None, faces: pd.DataFrame,
+                   videos: pd.DataFrame | None = None) -> pd.DataFrame:
     """The per-company table written next to the scores, or one summarised from the faces.
 
     The scorer's table is preferred: it is what the researcher will regress on. Without it
     (a renamed or copied file) the report still shows counts and mean scores. A companies
     table from another run than the scores (its ``facevalue.run_id`` differs: a run killed
-    between writing its two files, or files mixed up by hand) is refused.
+    between writing its two files, or files mixed up by hand) is refused. ``faces`` are the
+    photos' rows, ``videos`` the per-video table.
     """
     path = companies_path(scores, companies)
     if path.is_file():
-        try:
-            table = pd.read_parquet(path)
-            theirs = write.read_metadata(path).get("facevalue.run_id")
-        except (OSError, pa.ArrowException) as e:
-            raise ReportError(f"cannot read companies table {path}: {e}") from e
-        if "company" not in table:
-            raise ReportError(f"{path} is not a facevalue companies table (no company column)")
-        ours = write.read_metadata(scores).get("facevalue.run_id")
-        if ours and theirs and ours != theirs:
-            raise ReportError(f"{path} comes from another run than {scores.name} (run ids "
-                              f"{theirs[:8]} and {ours[:8]}); score again, or pass --companies")
-        return table
+        return read_table(path, scores, "companies", "score again, or pass --companies")
     if companies:
         raise ReportError(f"companies table {path} does not exist")
     log.warning("no %s; per-company scores are recomputed from the per-face rows", path.name)
-    return aggregate.companies(faces, [c for c in faces.columns if c not in RESERVED])
+    return aggregate.companies(faces, id_columns(faces), videos)
+
+
+def read_videos(scores: Path, frames: pd.DataFrame) -> pd.DataFrame | None:
+    """The per-video table written next to the scores (of the same run), or one made from
+    the videos' rows when it is missing; None for a run without videos."""
+    if frames.empty:
+        return None
+    path = Path(write.default_videos_path(scores))
+    if path.is_file():
+        return read_table(path, scores, "videos", "score again")
+    log.warning("no %s; per-video scores are recomputed from the per-face rows", path.name)
+    ids = id_columns(frames)
+    first = frames.drop_duplicates("path")
+    seen = frames.loc[frames["status"] == aggregate.OK, "path"]
+    listed = first[["path", "company", *ids, "error"]].assign(
+        status=first["status"].where(~first["path"].isin(seen), aggregate.OK),
+        duration=np.nan)
+    return aggregate.videos(frames, listed, ids)
+
+
+def read_table(path: Path, scores: Path, name: str, fix: str) -> pd.DataFrame:
+    """A table written beside ``scores`` (the companies or videos one), refused when another
+    run wrote it (its ``facevalue.run_id`` differs from the scores')."""
+    try:
+        table = pd.read_parquet(path)
+        theirs = write.read_metadata(path).get("facevalue.run_id")
+    except (OSError, pa.ArrowException) as e:
+        raise ReportError(f"cannot read {name} table {path}: {e}") from e
+    key = "company" if name == "companies" else "path"
+    if key not in table:
+        raise ReportError(f"{path} is not a facevalue {name} table (no {key} column)")
+    ours = write.read_metadata(scores).get("facevalue.run_id")
+    if ours and theirs and ours != theirs:
+        raise ReportError(f"{path} comes from another run than {scores.name} (run ids "
+                          f"{theirs[:8]} and {ours[:8]}); {fix}")
+    return table
+
+
+def id_columns(faces: pd.DataFrame) -> list[str]:
+    """The manifest's ids in a per-face table: its columns facevalue does not name."""
+    return [c for c in faces.columns if c not in RESERVED]
 
 
 def summarise(faces: pd.DataFrame) -> dict[str, Any]:
@@ -462,6 +537,83 @@ def review_items(rows: pd.DataFrame, thumbs: dict[str, Thumb], root: Path | None
             detail = f"{int(row.faces_in_photo)} faces"
         items.append(ReviewItem(thumb, row.path, str(row.company), str(row.status), detail))
     return items
+
+
+def video_sections(frames: pd.DataFrame, videos: pd.DataFrame,
+                   root: Path | None) -> list[VideoSection]:
+    """One section per row of ``videos``, in its order, from its frames' rows."""
+    columns = [c for c in videos.columns if c not in VIDEO_TEXT]
+    header = [(c, pd.api.types.is_numeric_dtype(videos[c])) for c in columns]
+    by_path = dict(tuple(frames.groupby("path", sort=False)))
+    sections = []
+    for row in videos.to_dict("records"):
+        rows = by_path.get(row["path"], frames.iloc[:0])
+        main = rows[rows[TRACK].eq(0) & rows[TRACK].notna()]
+        means = {label: float(row[label]) for label in LABELS
+                 if label in row and pd.notna(row[label])}
+        share = row.get("main_share")
+        sections.append(VideoSection(
+            str(row["path"]), str(row["company"]), str(row["status"]),
+            str(row["error"]) if pd.notna(row.get("error")) else "", header,
+            [format_cell(row[c]) for c in columns], int(row.get("frames", 0) or 0),
+            float(share) if share is not None and pd.notna(share) else None, means,
+            timeline_png(rows, main), video_thumbs(root, str(row["path"]), main)))
+    return sections
+
+
+def timeline_png(rows: pd.DataFrame, main: pd.DataFrame) -> str | None:
+    """The main track's probabilities at every sampled time (a gap where it is not seen),
+    as a PNG data URI; None when the main track is never seen."""
+    from facevalue.plots import plot_emotions_over_time
+
+    if main.empty:
+        return None
+    times = pd.DataFrame({TIME: rows[TIME].dropna().drop_duplicates()})
+    line = times.merge(main[[TIME, *LABELS]].drop_duplicates(TIME), on=TIME, how="left")
+    buffer = io.BytesIO()
+    plot_emotions_over_time(line.astype(float), buffer)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def video_thumbs(root: Path | None, path: str, main: pd.DataFrame,
+                 count: int = VIDEO_CROPS) -> list[Thumb]:
+    """The main track's face at ``count`` evenly spaced times, cut from the video's frames
+    at those times (decoded again: the video itself, as the scorer sampled it)."""
+    boxed = main[has_box(main)].sort_values(TIME)
+    if root is None or boxed.empty:
+        return []
+    picked = boxed.iloc[np.unique(np.linspace(0, len(boxed) - 1, min(count, len(boxed)))
+                                  .round().astype(int))]
+    images = read_frames(root, path, picked[TIME].tolist())
+    thumbs = []
+    for row, (image, why) in zip(picked.to_dict("records"), images, strict=True):
+        thumb = face_thumb(image, row, why)
+        thumbs.append(dataclasses.replace(
+            thumb, caption=f"{clock(row[TIME])} · {thumb.caption}",
+            title=f"{path} at {row[TIME]:.2f} s"))
+    return thumbs
+
+
+def read_frames(root: Path, relative: str,
+                times: list[float]) -> list[tuple[decode.Decoded | None, str]]:
+    """A video's frames at ``times`` as the scorer sampled them (upright), or why not."""
+    path = root / relative
+    if not path.is_file():
+        return [(None, "video not found")] * len(times)
+    try:
+        frames = list(video.frames_at(path, times))
+    except PhotoError as e:  # VideoError: the video no longer opens
+        return [(None, e.status.replace("_", " "))] * len(times)
+    return [(None, "no frame there") if f.image is None
+            else (decode.Decoded(f.image, *f.image.shape[:2]), "") for f in frames]
+
+
+def clock(seconds: float) -> str:
+    """A time in a video as m:ss (h:mm:ss past an hour)."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def format_cell(value: Any) -> str:

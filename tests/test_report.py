@@ -353,3 +353,70 @@ def test_out_in_a_read_only_folder_is_one_line(run, tmp_path, monkeypatch):
                                       str(tmp_path / "locked" / "r.html")])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.output.startswith("Error: cannot write") and len(result.output.splitlines()) == 1
+
+
+@pytest.fixture
+def talk_run(tiny_model, tmp_path):
+    """The talk (Grace speaks 3 s, the astronaut 2 s, Grace 3 s; lossless) beside its two
+    people as photos, scored at one frame a second."""
+    from videos import talk
+
+    from facevalue import score_folder
+
+    photos = tmp_path / "photos"
+    talk(photos / "acme")
+    scores = tmp_path / "s.parquet"
+    score_folder(photos, scores, model=tiny_model, device="cpu")
+    return photos, scores
+
+
+def video_section(html: str) -> str:
+    return html.split('<details class="video"', 1)[1].split("</details>", 1)[0]
+
+
+def test_a_video_shows_its_main_track_over_time_and_its_face_at_six_times(talk_run, tmp_path):
+    photos, scores = talk_run
+    result = build_report(scores, tmp_path / "r.html", photos=photos)
+    html = result.path.read_text()
+    assert (result.photos, result.videos) == (2, 1)
+    assert '<b>1</b><span>videos</span>' in html and "<h2>Videos (1)</h2>" in html
+    section = video_section(html)
+    assert '<span class="name">acme/talk.mkv</span>' in section
+    assert "8 frames · main track in 75%" in section
+    # the line plot: seconds 3 and 4 (the astronaut) are a gap in Grace's lines
+    (plot,) = images(section, "png")
+    assert cv2.imdecode(np.frombuffer(base64.b64decode(plot), np.uint8), cv2.IMREAD_COLOR
+                        ).shape[1] > 600
+    # six crops of the main track at evenly spaced times of its six seconds: all of them
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", section)
+    assert [c.split(" · ")[0] for c in captions] == ["0:00", "0:01", "0:02", "0:05", "0:06",
+                                                     "0:07"]
+    # each cut from the frame at that time: the lossless frames are grace.png, so each crop
+    # is the photo's own crop, byte for byte
+    grace = re.search(r'src="data:image/webp;base64,([^"]+)" alt="acme/grace.png', html)
+    assert grace is not None
+    assert images(section) == [grace.group(1)] * 6
+    # the video's rows are not photos: no crop in the company strip, no review card
+    assert "acme/talk.mkv" not in html.split("<h2>Videos")[0]
+    assert "acme/talk.mkv" not in html.split("<h2>For review</h2>")[1]
+
+
+def test_a_video_without_photos_folder_or_its_table_or_over_the_cap(talk_run, tmp_path):
+    photos, scores = talk_run
+    plain = build_report(scores, tmp_path / "plain.html").path.read_text()
+    section = video_section(plain)
+    assert len(images(section, "png")) == 1 and images(section) == []  # no --photos: no crops
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)
+    (moved / "acme/talk.mkv").unlink()
+    gone = video_section(build_report(scores, tmp_path / "gone.html", photos=moved)
+                         .path.read_text())
+    assert gone.count("video not found") == 6  # placeholders, not a crash
+    table = Path(str(scores).replace(".parquet", ".videos.parquet"))
+    kept = pd.read_parquet(table)
+    table.unlink()  # recomputed from the frames' rows: the same means
+    again = video_section(build_report(scores, tmp_path / "again.html").path.read_text())
+    assert "8 frames · main track in 75%" in again
+    assert f"{kept.loc[0, 'happiness']:.3f}" in again
+    capped = build_report(scores, tmp_path / "capped.html", max_videos=0).path.read_text()
+    assert '<details class="video"' not in capped and "1 more videos not shown" in capped
