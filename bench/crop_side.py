@@ -66,7 +66,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("faces_dev", type=Path, help="folder with images/ and labels.csv")
-    parser.add_argument("--models", nargs="+", default=["fvnet-photo", "fvnet"])
+    parser.add_argument("--models", nargs="+", default=["fvnet-photo-fp32", "fvnet"])
     parser.add_argument("--out", type=Path, default=HERE / "out" / "crop_side.json")
     parser.add_argument("--readme", type=Path, help="write the table into this README")
     args = parser.parse_args()

@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="photos for the whole runs")
     parser.add_argument("--per-size", type=int, default=40, help="photos per width, part 1")
     parser.add_argument("--repeat", type=int, default=3, help="whole runs per setting")
-    parser.add_argument("--models", nargs="+", default=["fvnet-photo", "fvnet"],
+    parser.add_argument("--models", nargs="+", default=["fvnet-photo-fp32", "fvnet"],
                         help="classifiers timed per face; the first also in the whole runs")
     parser.add_argument("--work", type=Path, default=HERE / "out")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "profile.json")

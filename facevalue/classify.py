@@ -20,7 +20,7 @@ from facevalue.errors import FacevalueError
 from facevalue.runtime import ORT_ERRORS, ModelSession, short
 
 # The first of these found in the shipped models folder is the default classifier: the float
-# fvnet corrected for real photos (models/fvnet-photo-fp32.md, train/adapt.py). Float, not
+# fvnet corrected for real photos (models/fvnet-photo-fp32.md, python -m train adapt). Float, not
 # int8: int8 kernels give other numbers on CPUs without VNNI (tests/test_models_reproducible).
 DEFAULT_MODELS = ("fvnet-photo-fp32.onnx", "fvnet.onnx", "fvc2017.onnx", "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"

@@ -136,7 +136,7 @@ def quantize(model, out, data, force) -> None:
 @force_option
 def adapt(model, photos, labels, data, out, force) -> None:
     """Write MODEL with a correction for real photos fitted on labelled ones (the
-    cross-validated figures are the ones to report; see train/adapt.py)."""
+    cross-validated figures are the ones to report; see train/correction.py)."""
     from train.adapt import adapt as run_adapt
     from train.adapt import adapted_card
     from train.card import write_card

@@ -263,7 +263,7 @@ def adapted_card(result: Adapted, source: str | Path, rebuild: str) -> Card:
         f"fitted on {correction['photos']}, labels sha256 `{correction['labels_sha256'][:12]}"
         "...`: `logits + features @ W + b`, where features are the network's penultimate "
         "activations (the mean over the graph's views). How it is fitted and why it cannot "
-        "silence the classes the labels lack: `train/adapt.py`. Class-balanced "
+        "silence the classes the labels lack: `train/correction.py`. Class-balanced "
         f"cross-entropy on the photos, KL to the source's predictions on "
         f"{correction['anchor']}, L2 penalty {correction['penalty']:g} on W (chosen by "
         f"{FOLDS}-fold cross-validation of macro recall).",
