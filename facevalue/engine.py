@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from facevalue.classify import Classifier, load_classifier
+from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
 from facevalue.discover import Photo
 from facevalue.errors import FacevalueError
@@ -124,13 +125,19 @@ def units(photos: Iterable[Photo], chunk_size: int) -> Iterator[list[Photo]]:
         yield chunk
 
 
-def find(photo: Photo, location: Location, detector: FaceDetector, classifier: Classifier,
-         options: Options, mesh: FaceMesh | None = None) -> PhotoFaces | VideoResult:
+# What scores a video's faces, asked for only when a video comes: (classifier, face mesh).
+VideoModels = Callable[[], tuple[Classifier, FaceMesh | None]]
+
+
+def find(photo: Photo, location: Location, detector: FaceDetector, contract: Contract,
+         options: Options, video_models: VideoModels) -> PhotoFaces | VideoResult:
     """A photo's faces, to be classified with its unit's, or a video's result, scored whole
-    (``video_faces``)."""
+    (``video_faces``) with the classifier and face mesh ``video_models()`` gives (asked for
+    only when there is a video: Ray's finding actors make one then)."""
     if is_video(photo.path):
+        classifier, mesh = video_models()
         return score_video(photo, location, detector, classifier, options, mesh)
-    return find_faces(photo, location, detector, classifier.contract, options)
+    return find_faces(photo, location, detector, contract, options)
 
 
 def load_models(model: str | Path | None, device: str, threads: int,

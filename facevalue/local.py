@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facevalue.classify import Classifier
 from facevalue.discover import Photo
 from facevalue.engine import Models, RunStats, Work, default_workers, find, load_models, units
 from facevalue.faces import PhotoFaces
+from facevalue.geometry import FaceMesh
 from facevalue.records import PhotoResult, VideoResult
 from facevalue.rows import finish_chunk
 from facevalue.storage import is_video
@@ -60,12 +62,17 @@ class LocalEngine:
         videos = 0  # units in ``pending`` that are a video
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facevalue")
         models = work.models
+        contract = models.classifier.contract
+
+        def video_models() -> tuple[Classifier, FaceMesh | None]:
+            return models.classifier, models.mesh  # onnxruntime sessions are thread-safe
+
         try:
             for unit in units(photos, work.options.chunk_size):
                 video = is_video(unit[0].path)
                 pending.append((video, [pool.submit(find, photo, work.location,
-                                                    models.detector, models.classifier,
-                                                    work.options, models.mesh)
+                                                    models.detector, contract, work.options,
+                                                    video_models)
                                         for photo in unit]))
                 videos += video
                 if len(pending) > AHEAD + min(videos, self.workers):

@@ -266,14 +266,13 @@ class FindFaces:
 
     def find(self, batch: pa.Table) -> list[PhotoFaces | VideoResult]:
         """Read each photo (or video) through the job's location and find its faces."""
-        return [find(photo, self.job.location, self.detector, self._classifier().classifier,
-                     self.job.options, self._classifier().mesh)
-                for photo in from_records(batch)]
+        return [find(photo, self.job.location, self.detector, self.job.contract,
+                     self.job.options, self._video_models) for photo in from_records(batch)]
 
-    def _classifier(self) -> ClassifyFaces:
+    def _video_models(self) -> tuple[Classifier, FaceMesh | None]:
         if self.classify is None:
             self.classify = ClassifyFaces(self.job, "cpu")
-        return self.classify
+        return self.classify.classifier, self.classify.mesh
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Pickle keeps each PhotoFaces whole (boxes, uint8 crops) for the classifier actors.

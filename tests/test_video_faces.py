@@ -110,7 +110,7 @@ def test_bad_videos_get_status_rows(folder: Path, tiny_model: Path) -> None:
     assert vfr["time"].tolist() == [0.0, 1.0, 2.5, 4.1]  # the container's times
     assert videos.loc["bad/cut.avi", "frames"] == 2  # what the cut file holds
     bad = scores.companies.set_index("company").loc["bad"]
-    assert (bad["photos"], bad["videos"], bad["failed"]) == (1, 11, 7)
+    assert (bad["photos"], bad["videos"], bad["failed"]) == (1, 12, 8)
 
 
 def test_workers_and_chunks_give_the_same_tables(folder: Path, tiny_model: Path) -> None:
@@ -150,8 +150,9 @@ def test_a_rerun_skips_finished_videos_and_another_fps_scores_only_videos(
     again = Recording()
     second = write_scores(folder, out, model=tiny_model, device="cpu", max_pixels=SMALL_LIMIT,
                           engine=again)
-    # only what has no content to key a result on is given again (the empty video)
-    assert again.given == ["bad/empty.mp4"] and second.reused == first.photos - 1
+    # only what has no content to key a result on is given again (the empty video, the FIFO)
+    assert again.given == ["bad/empty.mp4", "bad/fifo.mov"]
+    assert second.reused == first.photos - 2
     for table, path in zip(tables, (out, second.companies, second.video_table), strict=True):
         pd.testing.assert_frame_equal(pd.read_parquet(path), table)
     faster = Recording()

@@ -3,6 +3,7 @@ folder of press conferences can hold, made with OpenCV and PyAV in a few kB each
 
 from __future__ import annotations
 
+import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -108,13 +109,14 @@ def bad_videos(folder: Path) -> dict[str, str]:
     write_h264(folder / "vfr.mp4", moving[: len(times)], times)
     noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), np.uint8)
     write_opencv(folder / "noise.webm", [noise] * 10, 5, "VP80")
+    os.mkfifo(folder / "fifo.mov")  # opening it would block until someone writes to it
     return BAD_VIDEOS
 
 
 BAD_VIDEOS = {"clip.mp4": OK, "empty.mp4": EMPTY, "truncated.mp4": UNREADABLE,
               "video.jpg": UNREADABLE, "photo.mp4": UNREADABLE, "speech.m4v": UNREADABLE,
               "mjpg.avi": OK, "codec.avi": UNREADABLE, "cut.avi": OK, "huge.mov": TOO_LARGE,
-              "vfr.mp4": OK, "noise.webm": NO_FACE}
+              "vfr.mp4": OK, "noise.webm": NO_FACE, "fifo.mov": UNREADABLE}
 
 
 # huge.mov's frames are 640 x 800: over this limit, while the sample portraits are under it.
