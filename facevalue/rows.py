@@ -90,7 +90,7 @@ def result_rows(photo: Photo, result: PhotoResult | VideoResult) -> list[dict[st
 
 
 def iter_rows(photo: Photo, result: PhotoResult | VideoResult) -> Iterator[dict[str, Any]]:
-    """``result_rows`` one row at a time: a long video's rows need not be held at once."""
+    """``result_rows`` one row at a time."""
     if isinstance(result, VideoResult):
         if not result.frames:  # the video could not be sampled: one row with its status
             yield _base(photo, PhotoResult(result.status, result.error, sha256=result.sha256))

@@ -295,3 +295,19 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.
     assert pd.read_parquet("press.videos.parquet")["main_share"].tolist() == [0.9]
     assert Path("press.png").stat().st_size > 10_000 and "ECB/2020-03-12.mp4" in \
         capsys.readouterr().out
+
+
+def test_a_video_in_a_bucket_scores_as_on_disk(tiny_model: Path, tmp_path: Path) -> None:
+    """Read through pyarrow.fs as a random-access file (PyAV seeks in it), hashed a block at
+    a time: the same rows, and a rerun reuses it."""
+    from test_storage import bucket
+
+    talk(tmp_path / "photos" / "acme")
+    settings = {"model": tiny_model, "device": "cpu", "faces": "all"}
+    local = score_folder(tmp_path / "photos", **settings)
+    remote = bucket(tmp_path / "photos")
+    first = write_scores(remote, tmp_path / "s.parquet", **settings)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s.parquet"), local.faces)
+    assert local.videos is not None and first.video_table is not None
+    pd.testing.assert_frame_equal(pd.read_parquet(first.video_table), local.videos)
+    assert write_scores(remote, tmp_path / "s.parquet", **settings).reused == 3
