@@ -248,6 +248,7 @@ def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[s
                                          commit=False))
         if people is not None:
             where = people
+            storage.OutputFile(people).remove_stale_temps()  # a killed run's, as _write_rows
             frames = _video_geometry(faces_file, ids, skip) if geometry and skip else None
             person_frame = aggregate.people(columns, ids, clips, frames)
             pending.append(write.write_frame(person_frame, people,
@@ -255,6 +256,7 @@ def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[s
                                              commit=False))
         if videos is not None:
             where = videos[1]
+            storage.OutputFile(where).remove_stale_temps()
             pending.append(write.write_frame(videos[0], where, write.video_schema(ids, meta),
                                              commit=False))
         for output in pending:

@@ -95,6 +95,37 @@ def test_people_table_from_photos_and_a_video(folder: tuple[Path, Path], tiny_mo
     assert read_metadata(default_people_path(out)) == read_metadata(out)  # run id, sha256
 
 
+def test_a_video_main_track_is_one_fwhr_measurement(tiny_model: Path, tmp_path: Path) -> None:
+    """Grace's press photo and a lossless video of it (three seconds): two measurements, the
+    photo's and the video's median, which are equal (the frames are the photo's pixels). The
+    people and videos tables' temporary files left by a killed run are removed."""
+    import cv2
+    from images import GRACE
+    from videos import write_lossless
+
+    root = tmp_path / "photos"
+    (root / "navy").mkdir(parents=True)
+    shutil.copy(GRACE, root / "navy" / "grace.jpg")
+    write_lossless(root / "navy" / "speech.mkv", [cv2.imread(str(GRACE))] * 3, [0, 1000, 2000])
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,company,person\nnavy/grace.jpg,navy,Grace Hopper\n"
+                        "navy/speech.mkv,navy,Grace Hopper\n")
+    stale = [tmp_path / f".s.{table}.parquet.0123456789ab.tmp" for table in ("people", "videos")]
+    for temp in stale:
+        temp.write_bytes(b"left by a killed run")
+    scores = score_folder(root, tmp_path / "s.parquet", manifest=manifest, model=tiny_model,
+                          device="cpu", geometry=True)
+    frames = scores.faces[scores.faces["time"].notna()]
+    assert frames["geometry_ok"].all() and len(frames) == 3
+    assert scores.people is not None
+    row = scores.people.iloc[0]
+    assert (row["photos"], row["videos"], row["main_faces"], row["fwhr_faces"]) == (1, 1, 2, 2)
+    photo = scores.faces.set_index("path").loc["navy/grace.jpg", "fwhr"]
+    assert row["fwhr_median"] == pytest.approx(
+        (photo + frames["fwhr"].median()) / 2, rel=1e-6)
+    assert not any(temp.exists() for temp in stale)
+
+
 def test_workers_give_the_same_people_table(folder: tuple[Path, Path],
                                             tiny_model: Path) -> None:
     root, manifest = folder
