@@ -420,3 +420,33 @@ def test_a_video_without_photos_folder_or_its_table_or_over_the_cap(talk_run, tm
     assert f"{kept.loc[0, 'happiness']:.3f}" in again
     capped = build_report(scores, tmp_path / "capped.html", max_videos=0).path.read_text()
     assert '<details class="video"' not in capped and "1 more videos not shown" in capped
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_a_video_report_renders_in_headless_chromium(talk_run, tmp_path):
+    photos, scores = talk_run
+    report = build_report(scores, tmp_path / "report.html", photos=photos).path
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", IMAGE_CHECK))
+    dom = chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri()).stdout
+    total, loaded = re.search(r'data-check="(\d+)/(\d+)"', dom).groups()
+    # two photo crops, the company plot, the video's line plot and its six crops
+    assert int(total) == 10 and loaded == total
+
+
+def test_a_video_that_could_not_be_sampled_shows_its_status_and_error(tiny_model, tmp_path):
+    from facevalue import score_folder
+
+    photos = tmp_path / "photos"
+    (photos / "acme").mkdir(parents=True)
+    (photos / "acme" / "empty.mp4").write_bytes(b"")
+    (photos / "acme" / "notes.mov").write_bytes(b"not a video at all" * 10)
+    scores = tmp_path / "s.parquet"
+    score_folder(photos, scores, model=tiny_model, device="cpu")
+    html = build_report(scores, tmp_path / "r.html", photos=photos).path.read_text()
+    assert "<h2>Videos (2)</h2>" in html
+    sections = [part.split("</details>")[0] for part in html.split('<details class="video"')[1:]]
+    assert '<span class="bad">empty</span>' in sections[0] and "file is empty" in sections[0]
+    assert '<span class="bad">unreadable</span>' in sections[1]
+    assert not images("".join(sections), "png")  # no main track: no plot, no crops
+    assert "acme/empty.mp4" not in html.split("<h2>For review</h2>")[1]
