@@ -167,15 +167,29 @@ def test_score_refuses_with_one_line(case: str, tmp_path: Path, tiny_model: Path
 
 
 def _import_every_module() -> None:
-    """Import all of facevalue, so every error class it defines is known."""
+    """Import all of facevalue and train, so every error class they define is known.
+
+    train's modules that build networks need TensorFlow (the train extra); without it their
+    commands stop at the one-line TRAIN_EXTRA message before any of their errors can be
+    raised, so their classes are left out.
+    """
     import importlib
+    import importlib.util
     import pkgutil
 
     import facevalue
+    import train
 
-    for info in pkgutil.walk_packages(facevalue.__path__, "facevalue."):
-        if not info.name.endswith("__main__"):  # it runs the command line
-            importlib.import_module(info.name)
+    tensorflow = importlib.util.find_spec("tensorflow") is not None
+    for package in (facevalue, train):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if info.name.endswith("__main__"):  # facevalue's runs the command line
+                continue
+            try:
+                importlib.import_module(info.name)
+            except ModuleNotFoundError as e:
+                if tensorflow or (e.name or "").split(".")[0] not in ("tensorflow", "keras"):
+                    raise
 
 
 def _subclasses(cls: type) -> set[type]:
@@ -196,7 +210,8 @@ COMMANDS = {
 
 def test_every_error_class_is_known() -> None:
     names = {c.__name__ for c in ERRORS}
-    assert {"ModelError", "DeviceError", "LandmarkError", "PhotoError", "ReportError"} <= names
+    assert {"ModelError", "DeviceError", "LandmarkError", "PhotoError", "ReportError",
+            "ModelFileError", "AdaptError", "QuantizeError"} <= names
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -223,3 +238,25 @@ def test_every_user_error_is_one_line_and_exit_code_1(
     assert isinstance(result.exception, SystemExit)
     assert result.output.splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda c: c.__name__)
+def test_every_user_error_is_one_line_under_python_m_train(
+        error: type[FacevalueError], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m train``'s group is facevalue's, so the same holds for train's commands."""
+    from train.__main__ import cli as train_cli
+
+    message = f"{error.__name__}: what went wrong, and what to do"
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raised = error.__new__(error)
+        Exception.__init__(raised, message)
+        raise raised
+
+    monkeypatch.setattr("train.quantize.quantize", fail)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    result = CliRunner().invoke(train_cli, ["quantize", str(tmp_path / "m.onnx"), "--out",
+                                            str(tmp_path / "q.onnx"), "--data", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.output.splitlines()[-1] == f"Error: {message}"
