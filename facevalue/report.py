@@ -74,6 +74,7 @@ class CompanySection:
     means: dict[str, float]
     thumbs: list[Thumb]
     hidden: int
+    videos: int = 0  # its videos (their faces are in their own sections)
 
     @property
     def top(self) -> str:
@@ -169,7 +170,7 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     context: dict[str, Any] = {
         "source": scores.name, "meta": meta, "photos_dir": str(root) if root else None,
         "summary": summary, "plot": distribution_png(table),
-        "sections": company_sections(faces, table, shown, face_thumbs, max_faces),
+        "sections": company_sections(faces, table, shown, face_thumbs, max_faces, videos),
         "unscored": review_items(unscored.head(max_review), photo_thumbs, root, error=True),
         "unscored_hidden": max(len(unscored) - max_review, 0),
         "multi": review_items(multi.head(max_review), photo_thumbs, root, error=False),
@@ -471,8 +472,10 @@ def distribution_png(table: pd.DataFrame) -> str | None:
 
 
 def company_sections(faces: pd.DataFrame, table: pd.DataFrame, shown: pd.DataFrame,
-                     thumbs: dict[Any, Thumb], max_faces: int) -> list[CompanySection]:
-    """One section per company, in the companies table's order, then any it lacks.
+                     thumbs: dict[Any, Thumb], max_faces: int,
+                     videos: pd.DataFrame | None = None) -> list[CompanySection]:
+    """One section per company, in the companies table's order, then any it lacks;
+    ``faces`` are the photos' rows, ``videos`` the per-video table (for their number).
 
     Everything is grouped once up front: per-company pandas calls take seconds per
     thousand companies.
@@ -489,10 +492,14 @@ def company_sections(faces: pd.DataFrame, table: pd.DataFrame, shown: pd.DataFra
             strips.setdefault(company, []).append(thumbs[index])
     counts = company_counts(faces)
     counts = counts.reindex(list(dict.fromkeys([*names, *counts.index])), fill_value=0)
+    clips = (pd.Series(dtype=int) if videos is None
+             else videos["company"].astype(str).value_counts())
+    counts = counts.reindex(list(dict.fromkeys([*counts.index, *clips.index])), fill_value=0)
     means = company_means(table)
     return [CompanySection(name, header, rows.get(name, []), int(n["photos"]), int(n["faces"]),
                            int(n["failed"]), int(n["no_face"]), means.get(name, {}),
-                           strips.get(name, []), max(int(n["faces"]) - max_faces, 0))
+                           strips.get(name, []), max(int(n["faces"]) - max_faces, 0),
+                           int(clips.get(name, 0)))
             for name, n in counts.to_dict("index").items()]
 
 

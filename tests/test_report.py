@@ -380,6 +380,7 @@ def test_a_video_shows_its_main_track_over_time_and_its_face_at_six_times(talk_r
     html = result.path.read_text()
     assert (result.photos, result.videos) == (2, 1)
     assert '<b>1</b><span>videos</span>' in html and "<h2>Videos (1)</h2>" in html
+    assert '<span class="counts">2 photos · 1 video · 2 faces</span>' in html  # acme
     section = video_section(html)
     assert '<span class="name">acme/talk.mkv</span>' in section
     assert "8 frames · main track in 75%" in section
@@ -445,6 +446,8 @@ def test_a_video_that_could_not_be_sampled_shows_its_status_and_error(tiny_model
     score_folder(photos, scores, model=tiny_model, device="cpu")
     html = build_report(scores, tmp_path / "r.html", photos=photos).path.read_text()
     assert "<h2>Videos (2)</h2>" in html
+    assert '<span class="name">acme</span>' in html  # a company of videos only
+    assert '<span class="counts">0 photos · 2 videos · 0 faces</span>' in html
     sections = [part.split("</details>")[0] for part in html.split('<details class="video"')[1:]]
     assert '<span class="bad">empty</span>' in sections[0] and "file is empty" in sections[0]
     assert '<span class="bad">unreadable</span>' in sections[1]
