@@ -69,6 +69,9 @@ class RunStats:
         self.scored = 0
         self.reused = 0
         self.workers = 0  # set by the engine: threads locally, actors on Ray (0: not started)
+        # Set by the job: an engine that holds a video's result behind an earlier one still
+        # being scored hands it here first, in the job's thread, so the job can save it.
+        self.early: Callable[[Photo, VideoResult], None] | None = None
 
     def charge(self, stage: str, since: float) -> None:
         """Add the time since ``since`` (a ``time.perf_counter()``) to a stage."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,9 @@ class LocalEngine:
                 stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
         """Units of work (``engine.units``) to the workers, AHEAD of the one classified, and
         one more for each video in flight, up to one a worker: a video is one unit."""
-        pending: deque[tuple[bool, list[Future[PhotoFaces | VideoResult]]]] = deque()
-        videos = 0  # units in ``pending`` that are a video
+        pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]] = deque()
+        videos = 0  # units in ``pending`` that are a video (their Photo in ``pending``)
+        handed: set[Future[PhotoFaces | VideoResult]] = set()  # videos given to stats.early
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facevalue")
         models = work.models
         contract = models.classifier.contract
@@ -69,20 +70,44 @@ class LocalEngine:
 
         try:
             for unit in units(photos, work.options.chunk_size):
-                video = is_video(unit[0].path)
+                video = unit[0] if is_video(unit[0].path) else None
                 pending.append((video, [pool.submit(find, photo, work.location,
                                                     models.detector, contract, work.options,
                                                     video_models)
                                         for photo in unit]))
-                videos += video
+                videos += video is not None
                 if len(pending) > AHEAD + min(videos, self.workers):
                     video, futures = pending.popleft()
-                    videos -= video
+                    videos -= video is not None
+                    _hand_early(futures, pending, handed, stats)
                     yield from _classify(futures, work, stats)
             while pending:
-                yield from _classify(pending.popleft()[1], work, stats)
+                futures = pending.popleft()[1]
+                _hand_early(futures, pending, handed, stats)
+                yield from _classify(futures, work, stats)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _hand_early(head: list[Future[PhotoFaces | VideoResult]],
+                pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]],
+                handed: set[Future[PhotoFaces | VideoResult]], stats: RunStats) -> None:
+    """Until the head unit is done, hand each video finished behind it to ``stats.early``
+    (once: ``handed``), so a long video in front does not hold back the saving of the ones
+    finished after it."""
+    handed.difference_update(head)
+    if stats.early is None:
+        return
+    behind = {futures[0]: photo for photo, futures in pending
+              if photo is not None and futures[0] not in handed}
+    while behind and not all(future.done() for future in head):
+        done, _ = wait([*head, *behind], return_when=FIRST_COMPLETED)
+        for future in done & behind.keys():
+            photo = behind.pop(future)
+            result = future.result() if future.exception() is None else None
+            if isinstance(result, VideoResult):
+                stats.early(photo, result)
+                handed.add(future)
 
 
 def _classify(futures: list[Future[PhotoFaces | VideoResult]], work: Work,

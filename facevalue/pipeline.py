@@ -310,10 +310,19 @@ def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResult
     The engine takes the photos without a saved result and gives their results back in
     order; walking every entry, the job takes the next fresh result where it has no saved
     one. New results are saved once a chunk of photos is done, a video's as soon as it
-    arrives (a killed run loses at most the videos in flight). A video's rows go out in
+    arrives, or earlier when the engine hands it over ahead of its turn (``RunStats.early``:
+    a killed run loses at most the videos in flight). A video's rows go out in
     parts of at most ROW_GROUP_ROWS, and to ``videos`` for the per-video table.
     """
     entries = _Entries(_look_up(photos, work, saved, stats))
+    early: set[int] = set()  # the videos saved when the engine handed them early
+
+    def save_early(photo: Photo, result: VideoResult) -> None:
+        entry = entries.videos.get(id(photo))
+        if entry is not None:
+            _save(saved, [(entry, result)], stats)
+            early.add(id(photo))
+    stats.early = save_early if saved is not None else None
     with closing(engine.score(entries.to_score(), work, stats)) as fresh:
         while chunk := list(islice(entries, work.options.chunk_size)):
             results: list[PhotoResult | VideoResult] = []
@@ -324,8 +333,10 @@ def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResult
                 if isinstance(result, PhotoResult):
                     rows += iter_rows(entry.photo, result)
                     continue
-                if entry.saved is None:
+                if entry.saved is None and id(entry.photo) not in early:
                     _save(saved, [(entry, result)], stats)
+                early.discard(id(entry.photo))
+                entries.videos.pop(id(entry.photo), None)
                 if rows:
                     yield rows
                     rows = []
@@ -366,6 +377,9 @@ def _video_rows(photo: Photo, result: VideoResult,
         yield rows[start:start + ROW_GROUP_ROWS]
 
 
+_END = _Entry(Photo("", ""), None, None)  # the end of the entries, for ``_Entries._next``
+
+
 class _Entries:
     """The run's entries in order, each looked up once, read by the job and the engine at
     their own pace.
@@ -383,16 +397,26 @@ class _Entries:
         self._source = source
         self._for_job: deque[_Entry] = deque()  # passed by the engine, not yet by the job
         self._for_engine: deque[Photo] = deque()  # to score, passed by the job only
+        # The videos to score whose results the job has not yet taken, by their Photo's id:
+        # what an engine's early result (RunStats.early) is saved under.
+        self.videos: dict[int, _Entry] = {}
 
     def __iter__(self) -> Iterator[_Entry]:
         return self
 
     def __next__(self) -> _Entry:
         if self._for_job:
-            return self._for_job.popleft()
-        entry = next(self._source)
-        if entry.saved is None:
-            self._for_engine.append(entry.photo)
+            entry = self._for_job.popleft()
+        else:
+            entry = self._next()
+            if entry.saved is None:
+                self._for_engine.append(entry.photo)
+        return entry
+
+    def _next(self, default: _Entry | None = None) -> _Entry:
+        entry = next(self._source) if default is None else next(self._source, default)
+        if entry.saved is None and storage.is_video(entry.photo.path):
+            self.videos[id(entry.photo)] = entry
         return entry
 
     def to_score(self) -> Iterator[Photo]:
@@ -401,8 +425,8 @@ class _Entries:
             if self._for_engine:
                 yield self._for_engine.popleft()
                 continue
-            entry = next(self._source, None)
-            if entry is None:
+            entry = self._next(_END)
+            if entry is _END:
                 return
             self._for_job.append(entry)
             if entry.saved is None:

@@ -204,6 +204,49 @@ def test_kill_9_mid_video_keeps_the_finished_ones(tiny_model: Path, tmp_path: Pa
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(fresh.out))
 
 
+# Scores on two workers, printing the number of results in each save that holds any.
+SAVING_CHILD = """
+import sys
+from facevalue import state
+from facevalue.pipeline import write_scores
+
+original = state.SavedResults.save
+
+def save(self, entries):
+    original(self, entries)
+    if entries:
+        print(len(entries), flush=True)
+
+state.SavedResults.save = save
+write_scores(sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu", workers=2)
+"""
+
+
+def test_videos_finished_behind_a_long_one_are_saved_before_it(tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    """A long video first, two short ones after it: the short ones are saved while the long
+    one is still being scored, so kill -9 then loses only the long one."""
+    from videos import write_opencv
+
+    images = stills()
+    clips = tmp_path / "clips" / "acme"
+    clips.mkdir(parents=True)
+    write_opencv(clips / "a_long.mp4", [np.roll(images["grace"], t % 40, axis=1)
+                                        for t in range(600)], 1)
+    for name in ("b.mkv", "c.mkv"):
+        write_lossless(clips / name, [images["grace"]] * 4, [0, 1000, 2000, 3000])
+    out = tmp_path / "out" / "s.parquet"
+    child = subprocess.Popen([sys.executable, "-c", SAVING_CHILD, str(clips.parent), str(out),
+                              str(tiny_model)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert [child.stdout.readline().strip() for _ in range(2)] == ["1", "1"]
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=60) == -signal.SIGKILL and not out.exists()
+    again = Recording()
+    resumed = write_scores(clips.parent, out, model=tiny_model, device="cpu", engine=again)
+    assert again.given == ["acme/a_long.mp4"] and resumed.reused == 2
+
+
 @pytest.mark.parametrize("geometry", [None, Geometry(1.9, 2.0, -3.0, 0.5, 60.0, 120.0, 0.9,
                                                      True)])
 def test_a_saved_video_round_trips_exactly(tmp_path: Path, geometry: Geometry | None) -> None:
