@@ -70,9 +70,7 @@ def companies(faces: pd.DataFrame, id_columns: list[str],
     failed = ~photos["status"].isin([OK, NO_FACE])
     scored = rows[(rows["status"] == OK) & rows["face"].notna()]
     main = scored[scored["face"] == 0]
-    units = pd.concat([_plain(main, [*keys, *LABELS]).assign(
-                           happiness_share=(main["emotion"] == "happiness").astype(float).values),
-                       _plain(clips, [*keys, *LABELS, "happiness_share"])])
+    units = _units(main, clips, keys)
     counts = pd.concat([
         _plain(photos, keys).assign(photos=1, videos=0, faces=0, failed=failed.values),
         _plain(scored, keys).assign(photos=0, videos=0, faces=1, failed=False),
@@ -104,6 +102,14 @@ def _plain(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     text = {c: picked[c].cat.categories.dtype for c in columns
             if isinstance(picked[c].dtype, pd.CategoricalDtype)}
     return picked.astype(text) if text else picked
+
+
+def _units(main: pd.DataFrame, clips: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """What the means average, one row each: a photo's main face (its probabilities and
+    whether happiness tops them) or a video's main track (its means and happiness share)."""
+    return pd.concat([_plain(main, [*keys, *LABELS]).assign(
+                          happiness_share=(main["emotion"] == "happiness").astype(float).values),
+                      _plain(clips, [*keys, *LABELS, "happiness_share"])])
 
 
 def _video_units(videos: pd.DataFrame | None, keys: list[str],
@@ -193,9 +199,7 @@ def people(faces: pd.DataFrame, id_columns: list[str], videos: pd.DataFrame | No
     columns = [c for c in columns if c not in others or c in ids]
     photos = rows[first_rows(rows)]
     main = rows[(rows["status"] == OK) & (rows["face"] == 0)]
-    units = pd.concat([_plain(main, [*keys, *LABELS]).assign(
-                           happiness_share=(main["emotion"] == "happiness").astype(float).values),
-                       _plain(clips, [*keys, *LABELS, "happiness_share"])])
+    units = _units(main, clips, keys)
     counts = pd.concat([
         _plain(photos, keys).assign(photos=1, videos=0,
                                     failed=~photos["status"].isin([OK, NO_FACE]).values),
@@ -213,8 +217,8 @@ def people(faces: pd.DataFrame, id_columns: list[str], videos: pd.DataFrame | No
         table["fwhr_median"] = measured.median()
         table["fwhr_faces"] = measured.count()
     table = table.reset_index()
-    table[["main_faces", *(("fwhr_faces",) if geometry else ())]] = table[
-        ["main_faces", *(("fwhr_faces",) if geometry else ())]].fillna(0)
+    whole = ["main_faces", *(["fwhr_faces"] if geometry else [])]
+    table[whole] = table[whole].fillna(0)  # people with no unit or no measurement
     numbers = (*PERSON_COUNTS, *LABELS, *SCORES, *(PERSON_GEOMETRY if geometry else ()))
     text = {c: "str" for c in columns if c not in numbers}
     return table[columns].astype({**text, **{c: _dtype(c) for c in numbers}})
