@@ -12,6 +12,7 @@ same functions, so they classify the same batches.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -72,6 +73,16 @@ class RunStats:
         # Set by the job: an engine that holds a video's result behind an earlier one still
         # being scored hands it here first, in the job's thread, so the job can save it.
         self.early: Callable[[Photo, VideoResult], None] | None = None
+        # Video frames sampled so far, counted by the engine as it samples them (from any
+        # thread) and by the job for saved videos; ``tick`` (set by the job) shows them.
+        self.sampled = 0
+        self.tick: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def sample(self, frames: int = 1) -> None:
+        """Count sampled video frames (thread-safe: workers call it)."""
+        with self._lock:
+            self.sampled += frames
 
     def charge(self, stage: str, since: float) -> None:
         """Add the time since ``since`` (a ``time.perf_counter()``) to a stage."""
@@ -133,13 +144,14 @@ VideoModels = Callable[[], tuple[Classifier, FaceMesh | None]]
 
 
 def find(photo: Photo, location: Location, detector: FaceDetector, contract: Contract,
-         options: Options, video_models: VideoModels) -> PhotoFaces | VideoResult:
+         options: Options, video_models: VideoModels,
+         on_frame: Callable[[], None] | None = None) -> PhotoFaces | VideoResult:
     """A photo's faces, to be classified with its unit's, or a video's result, scored whole
     (``video_faces``) with the classifier and face mesh ``video_models()`` gives (asked for
     only when there is a video: Ray's finding actors make one then)."""
     if is_video(photo.path):
         classifier, mesh = video_models()
-        return score_video(photo, location, detector, classifier, options, mesh)
+        return score_video(photo, location, detector, classifier, options, mesh, on_frame)
     return find_faces(photo, location, detector, contract, options)
 
 

@@ -28,6 +28,8 @@ from facevalue.storage import is_video
 
 # Chunks handed to the workers beyond the one being classified, so they never wait for it.
 AHEAD = 2
+# Seconds between progress updates while waiting for a unit (a long video's frames).
+TICK = 0.5
 
 
 @dataclass
@@ -73,39 +75,39 @@ class LocalEngine:
                 video = unit[0] if is_video(unit[0].path) else None
                 pending.append((video, [pool.submit(find, photo, work.location,
                                                     models.detector, contract, work.options,
-                                                    video_models)
+                                                    video_models, stats.sample)
                                         for photo in unit]))
                 videos += video is not None
                 if len(pending) > AHEAD + min(videos, self.workers):
                     video, futures = pending.popleft()
                     videos -= video is not None
-                    _hand_early(futures, pending, handed, stats)
+                    _wait_for(futures, pending, handed, stats)
                     yield from _classify(futures, work, stats)
             while pending:
                 futures = pending.popleft()[1]
-                _hand_early(futures, pending, handed, stats)
+                _wait_for(futures, pending, handed, stats)
                 yield from _classify(futures, work, stats)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _hand_early(head: list[Future[PhotoFaces | VideoResult]],
+def _wait_for(head: list[Future[PhotoFaces | VideoResult]],
                 pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]],
                 handed: set[Future[PhotoFaces | VideoResult]], stats: RunStats) -> None:
     """Until the head unit is done, hand each video finished behind it to ``stats.early``
     (once: ``handed``), so a long video in front does not hold back the saving of the ones
-    finished after it."""
+    finished after it, and call ``stats.tick`` every TICK seconds."""
     handed.difference_update(head)
-    if stats.early is None:
-        return
     behind = {futures[0]: photo for photo, futures in pending
               if photo is not None and futures[0] not in handed}
-    while behind and not all(future.done() for future in head):
-        done, _ = wait([*head, *behind], return_when=FIRST_COMPLETED)
+    while not all(future.done() for future in head):
+        done, _ = wait([*head, *behind], TICK, FIRST_COMPLETED)
+        if stats.tick is not None:
+            stats.tick()  # a long video's frames, as they are sampled
         for future in done & behind.keys():
             photo = behind.pop(future)
             result = future.result() if future.exception() is None else None
-            if isinstance(result, VideoResult):
+            if isinstance(result, VideoResult) and stats.early is not None:
                 stats.early(photo, result)
                 handed.add(future)
 

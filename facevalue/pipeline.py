@@ -186,7 +186,7 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     try:  # the saved results' lock covers the temporary files until all tables are renamed
         with _saved_results(out, models, options, location) as saved:
             results = _results(found, work, engine, saved, stats,
-                               _counting(progress, n_photos, frames), clips)
+                               _counting(progress, n_photos, stats if frames else None), clips)
             faces_file = _write_rows(results, write.face_schema(ids, meta, geometry=geometry),
                                      out, companies, stats)
             del results, models, work, found  # hand back onnxruntime's buffers first
@@ -303,7 +303,7 @@ class _Entry(NamedTuple):
 
 
 def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResults | None,
-             stats: RunStats, progress: Callable[[int, int], None] | None,
+             stats: RunStats, progress: Callable[[int], None] | None,
              videos: _Videos | None = None) -> Iterator[list[dict[str, Any]]]:
     """Each chunk's rows, in photo order: saved results where found, the engine's otherwise.
 
@@ -341,8 +341,10 @@ def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResult
                     yield rows
                     rows = []
                 yield from _video_rows(entry.photo, result, videos)
+                if entry.saved is not None:
+                    stats.sample(len(result.frames))  # the engine counts the others
                 if progress is not None:
-                    progress(1, len(result.frames))
+                    progress(1)
             _save(saved, [(entry, result) for entry, result in zip(chunk, results, strict=True)
                           if entry.saved is None and isinstance(result, PhotoResult)], stats)
             reused = sum(entry.saved is not None for entry in chunk)
@@ -351,7 +353,7 @@ def _results(photos: list[Photo], work: Work, engine: Engine, saved: SavedResult
             stats.scored += len(chunk) - reused
             yield rows
             if progress is not None:
-                progress(sum(isinstance(result, PhotoResult) for result in results), 0)
+                progress(sum(isinstance(result, PhotoResult) for result in results))
     if saved is not None:
         saved.check()  # still ours: no other run can be writing these outputs
 
@@ -554,21 +556,23 @@ def _video_geometry(faces_file: storage.OutputFile, ids: list[str],
 
 
 def _counting(progress: Callable[..., None] | None, total: int,
-              videos: bool = False) -> Callable[[int, int], None] | None:
-    """Turn per-chunk counts (files, video frames) into ``progress(finished, total)`` calls,
-    with the frames so far as a third argument when the run has ``videos``."""
+              videos: RunStats | None = None) -> Callable[[int], None] | None:
+    """Turn per-chunk counts of files into ``progress(finished, total)`` calls, with the
+    video frames sampled so far (``videos.sampled``) as a third argument when there are
+    videos to score; their engine's ``tick`` repeats the call as frames are sampled."""
     if progress is None:
         return None
-    done = frames = 0
+    done = 0
 
-    def advance(count: int, sampled: int) -> None:
-        nonlocal done, frames
+    def advance(count: int) -> None:
+        nonlocal done
         done += count
-        frames += sampled
-        if videos:
-            progress(done, total, frames)
+        if videos is not None:
+            progress(done, total, videos.sampled)
         else:
             progress(done, total)
+    if videos is not None:
+        videos.tick = lambda: advance(0)
     return advance
 
 

@@ -320,7 +320,10 @@ def run(ray: Any, job: Job, photos: list[Photo], options: RayOptions,
         dataset, stats.workers = plan(ray, job, photos, options)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for item in batch.column("result").to_pylist():
-                yield pickle.loads(item)
+                result = pickle.loads(item)
+                if isinstance(result, VideoResult):
+                    stats.sample(len(result.frames))  # counted as they come back
+                yield result
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 

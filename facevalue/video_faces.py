@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av.error
@@ -39,9 +39,10 @@ HASH_BLOCK = 2**20  # bytes read at a time for a video's sha256
 
 
 def score_video(photo: Photo, root: str | Path | Location, detector: FaceDetector,
-                classifier: Classifier, options: Options,
-                mesh: FaceMesh | None = None) -> VideoResult:
-    """Sample a video at ``options.fps`` and score every sampled frame's faces."""
+                classifier: Classifier, options: Options, mesh: FaceMesh | None = None,
+                on_frame: Callable[[], None] | None = None) -> VideoResult:
+    """Sample a video at ``options.fps`` and score every sampled frame's faces; ``on_frame``
+    is called as each frame is sampled (a progress bar's count)."""
     if photo.status is not None:
         return VideoResult(photo.status, discovery_error(photo.status))
     location = open_location(root, check=False)
@@ -51,7 +52,8 @@ def score_video(photo: Photo, root: str | Path | Location, detector: FaceDetecto
         with location.open(photo.path) as file:
             length = video.duration(file)
         with location.open(photo.path) as file:
-            frames = list(_frames(photo, file, detector, classifier, options, mesh, sha256))
+            frames = list(_frames(photo, file, detector, classifier, options, mesh, sha256,
+                                  on_frame))
     except PhotoError as e:  # VideoError, or storage's ReadError
         return VideoResult(e.status, str(e), sha256)
     except (cv2.error, av.error.FFmpegError, ValueError, MemoryError, OSError) as e:
@@ -70,13 +72,16 @@ def file_sha256(location: Location, path: str) -> str:
 
 
 def _frames(photo: Photo, file: video.Source, detector: FaceDetector, classifier: Classifier,
-            options: Options, mesh: FaceMesh | None, sha256: str) -> Iterator[PhotoResult]:
+            options: Options, mesh: FaceMesh | None, sha256: str,
+            on_frame: Callable[[], None] | None) -> Iterator[PhotoResult]:
     """Each sampled frame's result with every face found (the tracks decide later which are
     kept), classified a batch of faces at a time."""
     every = dataclasses.replace(options, faces="all")
     pending: list[tuple[float, PhotoFaces | PhotoResult]] = []
     waiting = 0  # faces in ``pending``
     for frame in video.sample_frames(file, options.fps, options.max_pixels):
+        if on_frame is not None:
+            on_frame()
         if frame.image is None:  # refused (too large): a row with its status
             error = frame.error
             status, message = (error.status, str(error)) if error else (ERROR, None)

@@ -174,9 +174,14 @@ CHILD = """
 import sys, time
 from facevalue.pipeline import write_scores
 
+last = 0
+
 def report(done, total, frames=None):
-    print(done, flush=True)
-    time.sleep(0.5)
+    global last
+    if done > last:  # not the ticks that show frames while a video is scored
+        last = done
+        print(done, flush=True)
+        time.sleep(0.5)
 
 write_scores(sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu", workers=1,
              progress=report)
@@ -232,7 +237,7 @@ def test_videos_finished_behind_a_long_one_are_saved_before_it(tiny_model: Path,
     clips = tmp_path / "clips" / "acme"
     clips.mkdir(parents=True)
     write_opencv(clips / "a_long.mp4", [np.roll(images["grace"], t % 40, axis=1)
-                                        for t in range(600)], 1)
+                                        for t in range(300)], 1)
     for name in ("b.mkv", "c.mkv"):
         write_lossless(clips / name, [images["grace"]] * 4, [0, 1000, 2000, 3000])
     out = tmp_path / "out" / "s.parquet"
@@ -245,6 +250,28 @@ def test_videos_finished_behind_a_long_one_are_saved_before_it(tiny_model: Path,
     again = Recording()
     resumed = write_scores(clips.parent, out, model=tiny_model, device="cpu", engine=again)
     assert again.given == ["acme/a_long.mp4"] and resumed.reused == 2
+
+
+def test_progress_counts_a_long_videos_frames_as_they_are_sampled(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from videos import write_opencv
+
+    import facevalue.local as local
+
+    monkeypatch.setattr(local, "TICK", 0.01)
+    clips = tmp_path / "clips" / "acme"
+    clips.mkdir(parents=True)
+    write_opencv(clips / "long.mp4", [np.roll(stills()["grace"], t % 40, axis=1)
+                                      for t in range(120)], 1)
+    calls: list[tuple[int, ...]] = []
+    write_scores(clips.parent, tmp_path / "s.parquet", model=tiny_model, device="cpu",
+                 workers=1, progress=lambda *args: calls.append(args))
+    assert any(done == 0 and 0 < frames < 120 for done, _, frames in calls)  # mid-video
+    assert calls[-1] == (1, 1, 120) and calls == sorted(calls)
+    again: list[tuple[int, ...]] = []
+    write_scores(clips.parent, tmp_path / "s.parquet", model=tiny_model, device="cpu",
+                 progress=lambda *args: again.append(args))
+    assert again[-1] == (1, 1, 120)  # a saved video's frames count too
 
 
 @pytest.mark.parametrize("geometry", [None, Geometry(1.9, 2.0, -3.0, 0.5, 60.0, 120.0, 0.9,
