@@ -228,6 +228,8 @@ def _summarize(summary: Summary) -> None:
               help="The folder that was scored; without it the report has no thumbnails.")
 @click.option("--companies", type=click.Path(exists=True, dir_okay=False),
               help="Per-company table [default: <stem>.companies.parquet next to SCORES].")
+@click.option("--videos", type=click.Path(exists=True, dir_okay=False),
+              help="Per-video table [default: <stem>.videos.parquet next to SCORES].")
 @click.option("--max-faces", type=click.IntRange(min=0), default=12, show_default=True,
               help="Face thumbnails shown per company.")
 @click.option("--max-review", type=click.IntRange(min=0), default=200, show_default=True,
@@ -235,15 +237,16 @@ def _summarize(summary: Summary) -> None:
 @click.option("--max-videos", type=click.IntRange(min=0), default=50, show_default=True,
               help="Videos shown with their emotions over time and face crops.")
 def report(scores: str, out: str, photos: str | None, companies: str | None,
-           max_faces: int, max_review: int, max_videos: int) -> None:
+           videos: str | None, max_faces: int, max_review: int, max_videos: int) -> None:
     """Write an HTML page to check a scoring run by eye: counts, faces, failures, plots."""
     from facevalue.report import build_report
 
     made = build_report(scores, out, photos=photos, companies=companies,
-                        max_faces=max_faces, max_review=max_review, max_videos=max_videos)
-    videos = f"{made.videos} video{'s' * (made.videos != 1)}, " if made.videos else ""
+                        max_faces=max_faces, max_review=max_review, max_videos=max_videos,
+                        videos=videos)
+    clips = f"{made.videos} video{'s' * (made.videos != 1)}, " if made.videos else ""
     click.echo(f"wrote {made.path} ({made.size / 1e6:.1f} MB): {made.photos} photos, "
-               f"{videos}{made.faces} faces, {made.thumbnails} thumbnails")
+               f"{clips}{made.faces} faces, {made.thumbnails} thumbnails")
 
 
 @cli.command()

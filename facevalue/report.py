@@ -138,7 +138,8 @@ class Report:
 
 def build_report(scores: str | Path, out: str | Path, photos: str | Path | None = None,
                  companies: str | Path | None = None, max_faces: int = 12,
-                 max_review: int = 200, max_videos: int = 50) -> Report:
+                 max_review: int = 200, max_videos: int = 50,
+                 videos: str | Path | None = None) -> Report:
     """Write the HTML report for a per-face scores file; return where and how big.
 
     ``photos`` is the folder that was scored (paths in the table are relative to it); without
@@ -146,17 +147,18 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     to ``scores``; ``max_faces`` caps thumbnails per company and ``max_review`` the photos in
     each review list, so a 50,000-photo run still gives a page a browser opens. Videos get
     a section each (their main track's emotions over time and face at a few times), the
-    first ``max_videos`` of them.
+    first ``max_videos`` of them; ``videos`` (default ``<stem>.videos.parquet`` next to
+    ``scores``) is their table.
     """
     require_extra()
     scores = Path(scores)
     check_out(Path(out), [scores, companies_path(scores, companies),
-                          Path(write.default_videos_path(scores))])
+                          videos_path(scores, videos)])
     everything, meta = read_scores(scores)
     clips = everything["path"].map(storage.is_video).astype(bool)
     faces, frames = everything[~clips], everything[clips]
-    videos = read_videos(scores, frames)
-    table = read_companies(scores, companies, faces, videos)
+    clip_table = read_videos(scores, frames, videos)
+    table = read_companies(scores, companies, faces, clip_table)
     root = Path(photos) if photos is not None else None
     shown = faces[faces["status"].eq(aggregate.OK) & has_box(faces)]
     # main faces first, so a capped strip shows many photos rather than one group photo
@@ -165,12 +167,13 @@ def build_report(scores: str | Path, out: str | Path, photos: str | Path | None 
     face_thumbs, photo_thumbs = make_thumbnails(
         faces, shown, pd.concat([unscored.head(max_review), multi.head(max_review)]), root)
     summary = summarise(faces)
-    summary["videos"] = 0 if videos is None else len(videos)
-    sections = [] if videos is None else video_sections(frames, videos.head(max_videos), root)
+    summary["videos"] = 0 if clip_table is None else len(clip_table)
+    sections = ([] if clip_table is None
+                else video_sections(frames, clip_table.head(max_videos), root))
     context: dict[str, Any] = {
         "source": scores.name, "meta": meta, "photos_dir": str(root) if root else None,
         "summary": summary, "plot": distribution_png(table),
-        "sections": company_sections(faces, table, shown, face_thumbs, max_faces, videos),
+        "sections": company_sections(faces, table, shown, face_thumbs, max_faces, clip_table),
         "unscored": review_items(unscored.head(max_review), photo_thumbs, root, error=True),
         "unscored_hidden": max(len(unscored) - max_review, 0),
         "multi": review_items(multi.head(max_review), photo_thumbs, root, error=False),
@@ -245,14 +248,22 @@ def read_companies(scores: Path, companies: str | Path | None, faces: pd.DataFra
     return aggregate.companies(faces, id_columns(faces), videos)
 
 
-def read_videos(scores: Path, frames: pd.DataFrame) -> pd.DataFrame | None:
-    """The per-video table written next to the scores (of the same run), or one made from
-    the videos' rows when it is missing; None for a run without videos."""
+def videos_path(scores: Path, videos: str | Path | None) -> Path:
+    """The videos table a report reads: ``videos``, else the one beside ``scores``."""
+    return Path(videos if videos else write.default_videos_path(scores))
+
+
+def read_videos(scores: Path, frames: pd.DataFrame,
+                videos: str | Path | None = None) -> pd.DataFrame | None:
+    """The per-video table (``videos``, else the one next to the scores; of the same run),
+    or one made from the videos' rows when it is missing; None for a run without videos."""
+    path = videos_path(scores, videos)
+    if videos and not path.is_file():
+        raise ReportError(f"videos table {path} does not exist")
     if frames.empty:
         return None
-    path = Path(write.default_videos_path(scores))
     if path.is_file():
-        return read_table(path, scores, "videos", "score again")
+        return read_table(path, scores, "videos", "score again, or pass --videos")
     log.warning("no %s; per-video scores are recomputed from the per-face rows", path.name)
     ids = id_columns(frames)
     first = frames.drop_duplicates("path")

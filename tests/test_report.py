@@ -419,6 +419,14 @@ def test_a_video_without_photos_folder_or_its_table_or_over_the_cap(talk_run, tm
     again = video_section(build_report(scores, tmp_path / "again.html").path.read_text())
     assert "8 frames · main track in 75%" in again
     assert f"{kept.loc[0, 'happiness']:.3f}" in again
+    moved_table = tmp_path / "elsewhere.parquet"
+    kept.to_parquet(moved_table)  # no run id: taken as given
+    result = CliRunner().invoke(cli, ["report", str(scores), "--out", str(tmp_path / "v.html"),
+                                      "--videos", str(moved_table)], catch_exceptions=False)
+    assert result.exit_code == 0 and "1 video, " in result.output
+    assert "no s.videos.parquet" not in result.output
+    with pytest.raises(ReportError, match="videos table .* does not exist"):
+        build_report(scores, tmp_path / "x.html", videos=tmp_path / "absent.parquet")
     capped = build_report(scores, tmp_path / "capped.html", max_videos=0).path.read_text()
     assert '<details class="video"' not in capped and "1 more videos not shown" in capped
 
