@@ -181,12 +181,14 @@ def ray_session(ray_options: RayOptions) -> Iterator[Any]:
     # a local Ray's agents outlive a killed driver by a minute or more: a watcher stops them
     local = address in (None, "", "local")
     watcher = reaper.start(os.path.dirname(ray.__file__)) if local else None
+    clean = False
     try:
         with _started(ray, address, ray_options.num_cpus, quiet):
             yield ray
+        clean = True
     finally:
         if watcher is not None:
-            watcher.stop()
+            watcher.stop(clean)  # after an exception, it kills what shutdown left running
 
 
 @contextmanager

@@ -6,10 +6,11 @@ death and then spend a minute or more telling the dead GCS about it before they 
 (Ray 2.60: ``publish_error`` with a 60 s timeout each; 60-150 s measured here). A
 ``--engine ray`` run that starts a local Ray therefore starts this watcher first: a small
 stdlib-only process in a session of its own (Ctrl-C does not reach it) that notes, a few
-times a second, the Ray processes descended from the driver (those whose command line is
-a ``ray::`` title or names a file in Ray's package folder). When the pipe from the driver
-closes without the word ``done`` (the driver died before shutting Ray down), it kills the
-ones still alive; pid reuse is ruled out by each process's start time.
+times a second, the Ray processes descended from the driver since it started (those whose
+command line is a ``ray::`` title or names a file in Ray's package folder). When the pipe
+from the driver closes without the word ``done`` (the driver died, or its Ray session ended
+by an exception), it kills the ones still alive; pid reuse is ruled out by each process's
+start time.
 
 Linux only (it reads ``/proc``); elsewhere ``start`` returns None and Ray's own clean-up is
 all there is.
@@ -31,17 +32,21 @@ INTERVAL = 0.2  # seconds between looks at the process tree (a look: ~2 ms for 1
 
 
 class Reaper:
-    """The driver's end of the watcher: ``stop()`` after Ray has shut down cleanly."""
+    """The driver's end of the watcher: ``stop()`` once Ray has been shut down."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
 
-    def stop(self) -> None:
-        """Tell the watcher the driver shut Ray down itself, and let it exit."""
+    def stop(self, clean: bool = True) -> None:
+        """Let the watcher exit: leaving Ray's processes to finish by themselves when the
+        session ended cleanly, killing them first when it ended by an exception (Ctrl-C,
+        SIGTERM, an error): the driver is about to exit while ``ray.shutdown``'s graceful
+        stop is under way, and the agents of a raylet cut short linger for a minute."""
         pipe: IO[bytes] | None = self.process.stdin
         if pipe is not None:
             try:
-                pipe.write(DONE)
+                if clean:
+                    pipe.write(DONE)
                 pipe.close()
             except OSError:  # the watcher is gone already: nothing to tell
                 pass
@@ -97,8 +102,10 @@ def is_ray(pid: int, ray_folder: bytes) -> bool:
     return command.startswith(b"ray::") or ray_folder in command
 
 
-def note_descendants(driver: int, ray_folder: bytes, seen: dict[int, int]) -> None:
-    """Add the Ray processes now descended from the driver to ``seen`` (pid -> start time)."""
+def note_descendants(driver: int, ray_folder: bytes, since: int, seen: dict[int, int]) -> None:
+    """Add the Ray processes now descended from the driver, started at ``since`` or later,
+    to ``seen`` (pid -> start time). ``since`` is the watcher's own start: a Ray the driver
+    had started before this session (a test's, a notebook's) is not this session's to stop."""
     children = children_of()
     todo = list(children.get(driver, []))
     while todo:
@@ -106,7 +113,7 @@ def note_descendants(driver: int, ray_folder: bytes, seen: dict[int, int]) -> No
         todo.extend(children.get(pid, []))
         if pid != os.getpid() and pid not in seen and is_ray(pid, ray_folder):
             started = start_time(pid)
-            if started is not None:
+            if started is not None and started >= since:
                 seen[pid] = started
 
 
@@ -123,9 +130,10 @@ def kill(seen: dict[int, int]) -> None:
 def watch(driver: int, ray_folder: bytes, pipe: IO[bytes]) -> None:
     """Note the driver's Ray processes until the pipe closes; kill them unless told ``done``."""
     seen: dict[int, int] = {}
+    since = start_time(os.getpid()) or 0
     said = b""
     while True:
-        note_descendants(driver, ray_folder, seen)
+        note_descendants(driver, ray_folder, since, seen)
         ready, _, _ = select.select([pipe], [], [], INTERVAL)
         if ready:
             data = os.read(pipe.fileno(), 64)

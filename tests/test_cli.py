@@ -171,12 +171,13 @@ def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
 
 
 @pytest.fixture
-def entry_point_signals() -> Iterator[None]:
+def entry_point_signals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Run ``facevalue.console.main`` in this process and give the test runner its handlers
-    back."""
+    back (and never ``os._exit`` the test runner, whichever test imported Ray before)."""
     from facevalue import console as module
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(module, "_leave", sys.exit)
     try:
         yield
     finally:

@@ -251,6 +251,8 @@ def test_default_companies_path_for_paths_and_uris() -> None:
 class FakeRay:
     """Stands in for the ray module where a test checks what facevalue does around it."""
 
+    __file__ = "/stand-in/ray/__init__.py"  # its folder is where the reaper looks for Ray's
+
     def __init__(self) -> None:
         self.events: list[str] = []
 

@@ -10,24 +10,29 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from facevalue import reaper
 
 # A stand-in driver: starts the watcher, then three children as a local Ray would leave
 # them: one titled like Ray's agents, one running a script from "Ray's folder", and one
-# that is not Ray's. With "stop", it says it shut Ray down before it is killed.
+# that is not Ray's. With "stop" it says its Ray session ended cleanly before it is killed,
+# with "fail" that the session ended by an exception.
 DRIVER = textwrap.dedent("""
     import subprocess, sys, time
     from facevalue import reaper
     folder = sys.argv[1]
+    earlier = subprocess.Popen(["bash", "-c", "exec -a ray::EarlierRay sleep 60"])
+    time.sleep(0.1)  # a Ray this driver had before the session: not the watcher's to stop
     watcher = reaper.start(folder)
     children = [subprocess.Popen(["bash", "-c", "exec -a ray::FakeAgent sleep 60"]),
                 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                                   folder + "/agent.py"]),
                 subprocess.Popen(["sleep", "60"])]
-    if sys.argv[2] == "stop":
+    if sys.argv[2] in ("stop", "fail"):
         time.sleep(1.5)
-        watcher.stop()
-    print(*[c.pid for c in children], flush=True)
+        watcher.stop(clean=sys.argv[2] == "stop")
+    print(*[c.pid for c in [*children, earlier]], flush=True)
     time.sleep(60)
 """)
 
@@ -48,16 +53,17 @@ def kill_driver(tmp_path: Path, how: str) -> list[int]:
     return pids
 
 
-def test_killed_driver_leaves_no_ray_process(tmp_path: Path) -> None:
-    agent, script, other = kill_driver(tmp_path, "run")
+@pytest.mark.parametrize("how", ["run", "fail"])
+def test_killed_or_failed_driver_leaves_no_ray_process(tmp_path: Path, how: str) -> None:
+    agent, script, other, earlier = kill_driver(tmp_path, how)
     try:
         deadline = time.monotonic() + 10
         while (alive(agent) or alive(script)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not alive(agent) and not alive(script)
-        assert alive(other)  # not Ray's: left alone
+        assert alive(other) and alive(earlier)  # not Ray's, or not this session's
     finally:
-        for pid in (agent, script, other):
+        for pid in (agent, script, other, earlier):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
