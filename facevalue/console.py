@@ -48,20 +48,22 @@ def _stopped(signum: int) -> NoReturn:
     sys.stderr.write(f"facevalue: {'terminated' if terminated else 'interrupted'}; no output "
                      "file was left half-written (facevalue score keeps the photos it scored: "
                      "run it again to continue)\n")
-    _leave(128 + signum)
+    _leave(128 + signum, at_once=True)
 
 
-def _leave(code: int) -> NoReturn:
-    """Exit with ``code``; at once (``os._exit``) where Ray was loaded in this process.
+def _leave(code: int, at_once: bool = False) -> NoReturn:
+    """Exit with ``code``; at once (``os._exit``) after a signal or where Ray was loaded.
 
-    Ray's C++ exit handler destroys a driver's core worker while Ray's I/O thread may still
-    be recording metrics of the tasks the signal cut short: 2 of 8 Ctrl-C'd ``--engine ray``
-    runs ended in a segmentation fault (exit 139) after this message (Ray 2.60,
-    ``TaskManager::RecordMetrics``). By now the unwinding has removed the temporary files,
-    closed the saved results and shut Ray down, so nothing is lost by skipping the exit
-    handlers.
+    After a signal, the local engine's worker threads are left running (a Ctrl-C inside
+    ``concurrent.futures.wait`` can leave a lock held that a worker then waits on for ever,
+    and Python joins them at exit). Ray's C++ exit handler destroys a driver's core worker
+    while Ray's I/O thread may still be recording metrics of the tasks the signal cut short:
+    2 of 8 Ctrl-C'd ``--engine ray`` runs ended in a segmentation fault (exit 139) after the
+    message (Ray 2.60, ``TaskManager::RecordMetrics``). By now the unwinding has removed the
+    temporary files, closed the saved results and shut Ray down, so nothing is lost by
+    skipping the exit handlers.
     """
-    if "ray._raylet" in sys.modules:
+    if at_once or "ray._raylet" in sys.modules:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

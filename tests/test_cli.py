@@ -177,7 +177,7 @@ def entry_point_signals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from facevalue import console as module
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(module, "_leave", sys.exit)
+    monkeypatch.setattr(module, "_leave", lambda code, at_once=False: sys.exit(code))
     try:
         yield
     finally:
