@@ -163,7 +163,10 @@ def test_signals_end_a_run_with_their_exit_code_and_no_temp_file(
     time.sleep(0.5)
     assert process.poll() is None, "the run ended before the signal"
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a run that hung must not outlive the test (no effect once it ended)
     assert process.returncode == code, stderr
     assert word in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("facevalue: ")
