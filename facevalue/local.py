@@ -106,8 +106,10 @@ def _wait_for(head: list[Future[PhotoFaces | VideoResult]],
     handed.difference_update(head)
     behind = {futures[0]: photo for photo, futures in pending
               if photo is not None and futures[0] not in handed}
-    while not all(future.done() for future in head):
-        done, _ = wait([*head, *behind], TICK, FIRST_COMPLETED)
+    while running := [future for future in head if not future.done()]:
+        # Only futures still running: wait() returns at once when any future it is given
+        # is already done, and the loop would spin, holding the GIL the workers need.
+        done, _ = wait([*running, *behind], TICK, FIRST_COMPLETED)
         if stats.tick is not None:
             stats.tick()  # a long video's frames, as they are sampled
         for future in done & behind.keys():

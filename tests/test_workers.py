@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -76,3 +77,25 @@ def test_workers_need_the_local_engine(tmp_path: Path) -> None:
 
 def test_default_workers_is_the_usable_cores() -> None:
     assert 1 <= default_workers() <= (os.cpu_count() or 1)
+
+
+def test_waiting_for_a_chunk_does_not_spin_while_part_of_it_is_done() -> None:
+    """The calling thread sleeps while a chunk's last photo is still being read: a wait that
+    returned at once for the photos already done spun, holding the GIL the workers need
+    (scoring ran 6.5x slower with 2 workers)."""
+    from concurrent.futures import Future
+    from threading import Timer
+
+    from facevalue.engine import RunStats
+    from facevalue.local import TICK, _wait_for
+
+    done: Future[object] = Future()
+    done.set_result(None)
+    slow: Future[object] = Future()
+    Timer(1.0, slow.set_result, (None,)).start()
+    stats = RunStats()
+    ticks = []
+    stats.tick = lambda: ticks.append(1)
+    _wait_for([done, slow], deque(), set(), stats)  # type: ignore[list-item]
+    assert slow.done()
+    assert len(ticks) <= 1.0 / TICK + 2
