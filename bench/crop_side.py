@@ -6,9 +6,12 @@ the detection copy's side (``DETECT_SIDE``) and the smallest crop taken from it
 
 The faces-dev photos are 350 px, so only a detection side under 175 px decodes them reduced:
 at 128 px they are decoded at 1/2 (175 px) and every face still gives a crop of 96 px or
-more; at 64 px they are decoded at 1/4 (88 px), where faces give crops of about 50-60 px,
-so the three rows at 64 px detect alike and differ only in where the crop comes from: a
-second, larger decode (smallest crop 96 or 64 px) or the 1/4 copy itself (48 px).
+more; at 64 px at 1/4 (88 px), where faces give crops of about 64-96 px; at 40 px at 1/8
+(44 px), where they give crops of about 32-53 px (a crop may reach past the photo's edge).
+The rows of one detection side detect alike and differ only in where each crop comes from:
+a second, larger decode (faces under the smallest crop) or the reduced copy itself, so 40 /
+96 against 40 / 32 is every face cropped from a larger decode against every face cropped at
+32-53 px from the 1/8 copy, a harsher test of small crops than the shipped 48 px floor.
 Each row is one ``facevalue evaluate``-equivalent run (``evaluate_photos``); ``second
 decodes`` counts photos decoded a second time, larger, for their crop.
 """
@@ -27,7 +30,7 @@ from facevalue import decode, faces
 from facevalue.evaluate import evaluate_photos
 
 # (detection side, smallest crop side); the first pair is the shipped one before issue 22
-PAIRS = ((512, 96), (128, 96), (64, 96), (64, 64), (64, 48))
+PAIRS = ((512, 96), (128, 96), (64, 96), (64, 64), (64, 48), (40, 96), (40, 48), (40, 32))
 
 
 def one_setting(folder: Path, model: str, detect_side: int, min_crop: int) -> dict[str, Any]:

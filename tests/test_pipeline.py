@@ -13,13 +13,13 @@ from images import GRACE as GRACE_PATH
 from images import LANDSCAPE as LANDSCAPE_PATH
 from images import SAMPLE_PHOTOS, bad_inputs, encode, portrait
 
-from facevalue import score_folder
+from facevalue import decode, score_folder
 from facevalue.classify import Classifier
 from facevalue.columns import ERROR
 from facevalue.contract import LABELS
 from facevalue.detect import Box, FaceDetector, crop_faces
 from facevalue.discover import Photo
-from facevalue.faces import Options, find_faces
+from facevalue.faces import MIN_CROP_SIDE, Options, _crop_source, find_faces
 from facevalue.rows import classify_chunk
 from facevalue.write import default_companies_path, read_metadata
 
@@ -216,6 +216,24 @@ def test_small_faces_are_cropped_from_a_larger_decode(detector: FaceDetector,
     # the same face, the same crop (softer: cut from ~75 px of the 1/4 copy, which scores as
     # well as a crop from the full photo on faces-dev, bench/crop_side.py)
     assert np.abs(item.crops.astype(int) - full).mean() < 10
+
+
+def test_a_crop_from_the_reduced_copy_is_never_smaller_than_the_classifiers_input() -> None:
+    reduced = decode.Decoded(np.zeros((256, 256, 3), np.uint8), 2048, 2048)
+    larger = decode.Decoded(np.zeros((512, 512, 3), np.uint8), 2048, 2048)
+    asked: list[int] = []
+
+    def decode_larger(side: int) -> decode.Decoded:
+        asked.append(side)
+        return larger
+
+    face = [Box(100, 100, 45, 45, 0.9)]  # a 54 px crop (CROP_SCALE 1.2)
+    assert MIN_CROP_SIDE <= 54
+    assert _crop_source(reduced, face, decode_larger, max(MIN_CROP_SIDE, 48)) is reduced
+    assert asked == []
+    # a model with 64 px input gets a larger decode rather than an enlarged 54 px crop
+    assert _crop_source(reduced, face, decode_larger, max(MIN_CROP_SIDE, 64)) is larger
+    assert asked == [304]  # 256 * 64 / 54, rounded up
 
 
 def test_a_tree_full_of_traps_scores_each_photo_once(tmp_path: Path, tiny_model: Path) -> None:
