@@ -7,6 +7,7 @@ import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -37,11 +38,7 @@ def write_h264(path: Path, frames: list[np.ndarray], times_ms: list[int],
         stream.codec_context.gop_size = gop
         if rotation:
             stream.set_display_rotation(rotation)
-        for image, ms in zip(frames, times_ms, strict=True):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        _mux(out, stream, frames, times_ms)
     return path
 
 
@@ -53,12 +50,17 @@ def write_lossless(path: Path, frames: list[np.ndarray], times_ms: list[int]) ->
         stream = out.add_stream("ffv1", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
         stream.codec_context.time_base = Fraction(1, 1000)
-        for image, ms in zip(frames, times_ms, strict=True):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        _mux(out, stream, frames, times_ms)
     return path
+
+
+def _mux(out: Any, stream: Any, frames: list[np.ndarray], times_ms: list[int]) -> None:
+    """Encode each image at its time (ms) and flush the encoder."""
+    for image, ms in zip(frames, times_ms, strict=True):
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = ms, Fraction(1, 1000)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
 
 
 def stills() -> dict[str, np.ndarray]:
