@@ -544,3 +544,45 @@ def test_fit_checks_its_run_folder_is_writable_first(tmp_path):
     data = write_fer_csv(tmp_path / "fer.csv", *fer_rows(14, 7))
     with pytest.raises(RunError, match="cannot write the run folder"):
         fit(data, "fvc2017", blocker / "run", epochs=1, verbose=0)
+
+
+@pytest.mark.train
+def test_a_distilled_second_cycle_selects_and_resumes_its_weight_average(tiny_model, data,
+                                                                         tmp_path, monkeypatch):
+    """fvlite's second cycle (--init with --teacher) keeps an average of its weights: the
+    checkpoints hold the average, and a resumed run goes on training the raw weights."""
+    from train import fit as fit_module
+
+    teacher = tiny_model
+    _, csv, _ = data
+    first = fit_module.fit(csv, "fvlite", tmp_path / "lite", epochs=1, verbose=0)
+    run = tmp_path / "lite2"
+    seen: dict[str, list] = {"begin": []}
+
+    def record_and_stop(self, epoch, logs=None):
+        seen["model"] = self.model.trainable_variables[0].numpy()
+        seen["raw"] = self.model.optimizer._model_variables_moving_average[0].numpy()
+        raise KeyboardInterrupt  # killed right after the epoch's checkpoints
+
+    def record_begin(self, epoch, logs=None):
+        seen["begin"].append(self.model.trainable_variables[0].numpy())
+        self.started = 0.0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", record_and_stop)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(csv, "fvlite", run, epochs=2, init=first, teacher=teacher,
+                           verbose=0)
+    config = json.loads((run / "config.json").read_text())
+    assert config["init"] == str(first) and config["teacher"]["model"] == teacher.name
+    assert config["recipe"]["ema"] == 0.999 and config["recipe"]["label_smoothing"] == 0.0
+    assert not np.allclose(seen["model"], seen["raw"])
+    import keras
+
+    saved = keras.models.load_model(run / "last.keras").trainable_variables[0].numpy()
+    np.testing.assert_array_equal(saved, seen["model"])  # the average is what is saved
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._EpochTimer, "on_epoch_begin", record_begin)
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", lambda *a, **k: None)
+        fit_module.fit(csv, "fvlite", run, epochs=2, init=first, teacher=teacher, verbose=0)
+    np.testing.assert_array_equal(seen["begin"][-1], seen["raw"])  # training resumes raw

@@ -89,9 +89,10 @@ def _optimizer(recipe: archs.Recipe, steps_per_epoch: int, epochs: int) -> keras
             warmup_target=recipe.learning_rate, warmup_steps=warmup)
     else:
         lr = recipe.learning_rate
+    ema = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
     if recipe.weight_decay:
-        return keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay)
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay, **ema)
+    return keras.optimizers.Adam(lr, **ema)
 
 
 def this_machine() -> str:
@@ -166,10 +167,12 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             raise RunError(f"{init} is a {init_arch} run; --arch is {arch}")
         recipe = archs.FINETUNE_RECIPES[arch]
     if teacher is not None:
-        if init is not None or arch not in archs.DISTILL_RECIPES:
-            raise RunError(f"--teacher trains a {'/'.join(archs.DISTILL_RECIPES)} student from "
-                           "scratch (without --init)")
-        recipe = archs.DISTILL_RECIPES[arch]
+        if arch not in archs.DISTILL_RECIPES:
+            raise RunError(f"--teacher trains a {'/'.join(archs.DISTILL_RECIPES)} student")
+        # From scratch, the distillation recipe; a second cycle keeps the fine-tuning one,
+        # the teacher's soft targets standing in for label smoothing.
+        recipe = (replace(recipe, label_smoothing=0.0) if init is not None
+                  else archs.DISTILL_RECIPES[arch])
     if mix_alpha is not None:
         if mix_alpha < 0:
             raise RunError(f"--mix must be >= 0 (0: no mixing), not {mix_alpha}")
@@ -236,6 +239,13 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             model.optimizer.build(model.trainable_variables)  # moments are in the file too)
             model.load_weights(out / LAST_WEIGHTS)
             model.optimizer.iterations.assign(done_epochs * steps)
+    ema = []
+    if recipe.ema:
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        # Checkpoints hold the average in the model and the raw weights in the optimiser:
+        # a resumed run swaps them back before its first epoch.
+        swap._ema_weights_in_model = bool(done_epochs)
+        ema.append(swap)
     started = time.time()
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
@@ -243,7 +253,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
                          mix_alpha=recipe.mix_alpha),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
-            # first, so the checkpoints and the log see its figures
+            # first, so the dev figures, the checkpoints and the log see the averaged weights
+            *ema,
+            # then, so the checkpoints and the log see its figures
             *([_DevAccuracy(dev_faces)] if dev_faces is not None else []),
             keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor,
                                             save_best_only=True, mode="max",
