@@ -415,6 +415,41 @@ def test_mixed_faces_carry_their_labels_in_proportion():
 
 
 @pytest.mark.train
+def test_photos_carry_their_loss_weight_through_augmentation_and_mixing(data):
+    """Each face keeps its own weight through shuffling, photo augmentation and mixing."""
+    from train.data import training_dataset
+
+    (images, labels, usage), _, _ = data
+    faces = fer2013.FaceSet(images[:40], labels[:40], usage[:40])
+    weights = np.where(np.arange(40) < 25, 1.0, 0.5).astype(np.float32)
+    for mix_alpha in (0.0, 0.4):
+        seen = [b for b in training_dataset(faces, 16, True, 3, photo=True, weights=weights,
+                                            mix_alpha=mix_alpha)]
+        assert all(len(batch) == 3 for batch in seen)
+        got = np.concatenate([w.numpy() for _, _, w in seen])
+        assert sorted(got.tolist()) == sorted(weights.tolist())
+
+
+@pytest.mark.train
+def test_the_best_epoch_is_chosen_on_the_photos_mean_recall():
+    """3 happy photos and 1 neutral, read as happy: accuracy 0.75, mean recall 0.5."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from train.fit import _DevAccuracy
+
+    class AlwaysHappy:
+        def predict(self, inputs, **_):
+            return np.tile(np.eye(7, dtype=np.float32)[3], (len(inputs), 1))
+
+    dev = _DevAccuracy(fer2013.FaceSet(np.zeros((4, 48, 48), np.uint8), np.array([3, 3, 3, 6]),
+                                       np.array(["dev"] * 4)))
+    dev.set_model(AlwaysHappy())
+    logs = {"val_accuracy": 0.6}
+    dev.on_epoch_end(0, logs)
+    assert logs["dev_accuracy"] == 0.75 and logs["dev_recall"] == 0.5
+    assert logs["select"] == pytest.approx(0.55)
+
+
+@pytest.mark.train
 def test_fused_batch_norm_matches_keras_batch_norm():
     """Same outputs, gradients and moving statistics as Keras's layer (float32)."""
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
@@ -485,7 +520,7 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair, dev=pair)
     log = pd.read_csv(run / "log.csv")
     assert log["epoch"].tolist() == [0, 1]
-    assert np.allclose(log["select"], (log["val_accuracy"] + log["dev_accuracy"]) / 2)
+    assert np.allclose(log["select"], (log["val_accuracy"] + log["dev_recall"]) / 2)
     assert (run / fit_module.WEIGHTS).exists() and (run / fit_module.LAST_WEIGHTS).exists()
 
 

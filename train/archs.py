@@ -41,6 +41,10 @@ class Recipe:
     # evaluate, select and save it (keras use_ema + SwapEMAWeights): the epoch-to-epoch swings
     # of faces-dev accuracy (up to 4 points for fvlite-s1) stop deciding which epoch ships.
     ema: float = 0.0
+    # A labelled photo's (fit --photos) weight in the loss against a FER2013 face's. The
+    # photos are all neutral or happy, so at full weight a network learns "a real photo is
+    # neutral or happy" (fvlite-s1 read 62 of faces-dev's 151 surprised photos as neutral).
+    photo_weight: float = 1.0
 
 
 def fvc2017() -> keras.Model:
@@ -203,7 +207,7 @@ FINETUNE_RECIPES = {
     "fvlite": Recipe(epochs=16, batch_size=64, learning_rate=1e-3, label_smoothing=0.1,
                      augment=True, schedule="cosine", weight_decay=1e-4,
                      arch_kwargs={"widths": FVLITE_WIDTHS, "dropout_scale": 0.5},
-                     photo_augment=True, ema=0.999),
+                     photo_augment=True, ema=0.999, photo_weight=0.5),
 }
 
 DISTILL_RECIPES = {

@@ -165,21 +165,23 @@ def mix(batch: tf.Tensor, labels: tf.Tensor, seed: int, alpha: float
 
 def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
                      photo: bool = False, targets: np.ndarray | None = None,
-                     mix_alpha: float = 0.0) -> tf.data.Dataset:
+                     mix_alpha: float = 0.0, weights: np.ndarray | None = None
+                     ) -> tf.data.Dataset:
     """Shuffled, batched, optionally augmented batches.
 
     ``augment``: flip, shift, rotate, zoom and erase (the recipe the 2026-11 models were
     trained with); with ``photo`` as well, ``photo_augment`` and JPEG re-encoding replace it.
     ``targets`` (n, 7) replace the one-hot labels (a teacher's soft targets). ``mix_alpha``
-    > 0 mixes the augmented batches (``mix``).
+    > 0 mixes the augmented batches (``mix``). ``weights`` (n,) are per-face loss weights
+    (a mixed face keeps its own).
     """
     x = to_inputs(faces.images)
     y = tf.one_hot(faces.labels, N_CLASSES).numpy() if targets is None else targets
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment and photo:
-        ds = ds.map(lambda a, b: (jpeg(a, seed), b), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size).map(lambda a, b: (photo_augment(a, seed), b),
+        ds = ds.map(lambda a, b, *w: (jpeg(a, seed), b, *w), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(lambda a, b, *w: (photo_augment(a, seed), b, *w),
                                       num_parallel_calls=tf.data.AUTOTUNE)
     elif augment:
         geometry = tf.keras.Sequential([
@@ -189,12 +191,13 @@ def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
             layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 3),
         ])
         ds = ds.batch(batch_size).map(
-            lambda a, b: (random_erasing(geometry(a, training=True), seed + 4), b),
+            lambda a, b, *w: (random_erasing(geometry(a, training=True), seed + 4), b, *w),
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.batch(batch_size)
     if mix_alpha:
-        ds = ds.map(lambda a, b: mix(a, b, seed, mix_alpha), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda a, b, *w: (*mix(a, b, seed, mix_alpha), *w),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
