@@ -1,7 +1,8 @@
 """The local engine: worker threads find faces while the calling thread classifies.
 
 Worker threads read, decode, detect and crop the photos of the next chunks while the
-calling thread classifies the current one in a single batch; a worker scores a video whole
+calling thread classifies the current one, in batches as its photos are found (so the last
+chunk's classifying overlaps its finding, not follows it); a worker scores a video whole
 (``video_faces``), classifying its frames' faces itself. OpenCV's decoding and resizing,
 FFmpeg's decoding and onnxruntime's inference release the GIL, so threads use every core
 without copying photos between processes; the results do not depend on the number of workers.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,10 @@ class LocalEngine:
                 if len(pending) > AHEAD + min(videos, self.workers):
                     video, futures = pending.popleft()
                     videos -= video is not None
-                    _wait_for(futures, pending, handed, stats)
-                    yield from _classify(futures, work, stats)
+                    yield from _classify(futures, pending, handed, work, stats)
             while pending:
                 futures = pending.popleft()[1]
-                _wait_for(futures, pending, handed, stats)
-                yield from _classify(futures, work, stats)
+                yield from _classify(futures, pending, handed, work, stats)
         except BaseException:
             # Neither join nor cancel: a Ctrl-C raised inside concurrent.futures.wait can
             # leave a future's lock held, and a worker finishing that future, or cancel(),
@@ -97,19 +96,18 @@ class LocalEngine:
         pool.shutdown(wait=True)
 
 
-def _wait_for(head: list[Future[PhotoFaces | VideoResult]],
-                pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]],
-                handed: set[Future[PhotoFaces | VideoResult]], stats: RunStats) -> None:
-    """Until the head unit is done, hand each video finished behind it to ``stats.early``
-    (once: ``handed``), so a long video in front does not hold back the saving of the ones
-    finished after it, and call ``stats.tick`` every TICK seconds."""
-    handed.difference_update(head)
+def _wait_for(head: Future[PhotoFaces | VideoResult],
+              pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]],
+              handed: set[Future[PhotoFaces | VideoResult]], stats: RunStats) -> None:
+    """Until the photo or video at the head is done, hand each video finished behind it to
+    ``stats.early`` (once: ``handed``), so a long video in front does not hold back the
+    saving of the ones finished after it, and call ``stats.tick`` every TICK seconds."""
     behind = {futures[0]: photo for photo, futures in pending
               if photo is not None and futures[0] not in handed}
-    while running := [future for future in head if not future.done()]:
-        # Only futures still running: wait() returns at once when any future it is given
+    while not head.done():
+        # Only the head while it runs: wait() returns at once when any future it is given
         # is already done, and the loop would spin, holding the GIL the workers need.
-        done, _ = wait([*running, *behind], TICK, FIRST_COMPLETED)
+        done, _ = wait([head, *behind], TICK, FIRST_COMPLETED)
         if stats.tick is not None:
             stats.tick()  # a long video's frames, as they are sampled
         for future in done & behind.keys():
@@ -120,16 +118,29 @@ def _wait_for(head: list[Future[PhotoFaces | VideoResult]],
                 handed.add(future)
 
 
-def _classify(futures: list[Future[PhotoFaces | VideoResult]], work: Work,
+def _classify(futures: list[Future[PhotoFaces | VideoResult]],
+              pending: deque[tuple[Photo | None, list[Future[PhotoFaces | VideoResult]]]],
+              handed: set[Future[PhotoFaces | VideoResult]], work: Work,
               stats: RunStats) -> list[PhotoResult | VideoResult]:
-    """Wait for a unit's faces and classify them in one batch (a video comes scored)."""
-    items = [future.result() for future in futures]
-    for item in items:
-        if isinstance(item, PhotoFaces):
-            for stage, seconds in item.seconds.items():
-                stats.seconds[stage] += seconds
+    """A unit's results: its photos' faces classified in batches as the workers find them
+    (``finish_chunk``), so the last unit's classifying overlaps its finding; a video comes
+    scored. Waiting is not charged to the classify stage."""
+    waited = 0.0
+
+    def found() -> Iterator[PhotoFaces | VideoResult]:
+        nonlocal waited
+        for future in futures:
+            since = time.perf_counter()
+            handed.discard(future)  # at the head now: never behind again
+            _wait_for(future, pending, handed, stats)
+            item = future.result()
+            waited += time.perf_counter() - since
+            if isinstance(item, PhotoFaces):
+                for stage, seconds in item.seconds.items():
+                    stats.seconds[stage] += seconds
+            yield item
     since = time.perf_counter()
-    results = finish_chunk(items, work.models.classifier, work.options.batch_size,
+    results = finish_chunk(found(), work.models.classifier, work.options.batch_size,
                            work.models.mesh)
-    stats.charge("classify", since)
+    stats.seconds["classify"] += time.perf_counter() - since - waited
     return results

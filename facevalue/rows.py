@@ -8,7 +8,7 @@ video's result makes a row per face per sampled frame (or one per frame without 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,38 +30,59 @@ from facevalue.storage import display_path
 MESH_BATCH = 4
 
 
-def classify_results(items: list[PhotoFaces], classifier: Classifier,
+def classify_results(items: Iterable[PhotoFaces], classifier: Classifier,
                      batch_size: int = DEFAULT_BATCH_SIZE,
                      mesh: geom.FaceMesh | None = None) -> list[PhotoResult]:
-    """Classify all faces of a chunk of photos in one batch; one result per photo.
+    """Classify the faces of a chunk of photos in batches; one result per photo.
 
-    With ``mesh``, their geometry is measured in one batch too.
+    The batches are the chunk's faces in order, cut every ``batch_size`` faces, however
+    ``items`` arrive: each is classified as soon as the photos in front of it have given its
+    faces, so with a lazy ``items`` (the local engine's workers still finding the chunk's
+    last photos) the classifier runs beside the finding instead of after it (issue 22).
+    With ``mesh``, their geometry is measured in one batch at the end.
     """
-    crops = [item.crops for item in items if item.crops is not None and len(item.crops)]
-    if not crops:
-        return [photo_result(item, [], []) for item in items]
-    probs = classifier.predict(np.concatenate(crops), batch_size).tolist()
+    taken: list[PhotoFaces] = []
+    probs: list[list[float]] = []
+    waiting: list[np.ndarray] = []  # crops not yet classified, in order
+    for item in items:
+        taken.append(item)
+        if item.crops is not None and len(item.crops):
+            waiting.append(item.crops)
+            if sum(len(crops) for crops in waiting) >= batch_size:
+                crops = np.concatenate(waiting)
+                full = len(crops) - len(crops) % batch_size
+                probs += classifier.predict(crops[:full], batch_size).tolist()
+                waiting = [crops[full:]]
+    if any(len(crops) for crops in waiting):
+        probs += classifier.predict(np.concatenate(waiting), batch_size).tolist()
     geometry: list[Geometry | None] = [None] * len(probs)
-    if mesh is not None:
-        meshes = np.concatenate([i.meshes for i in items if i.meshes is not None])
-        matrices = np.concatenate([i.mesh_matrices for i in items if i.mesh_matrices is not None])
+    if mesh is not None and probs:
+        meshes = np.concatenate([i.meshes for i in taken if i.meshes is not None])
+        matrices = np.concatenate([i.mesh_matrices for i in taken if i.mesh_matrices is not None])
         geometry = list(mesh.measure(meshes, matrices, MESH_BATCH))
     results, start = [], 0
-    for item in items:
+    for item in taken:
         end = start + len(item.boxes)
         results.append(photo_result(item, probs[start:end], geometry[start:end]))
         start = end
     return results
 
 
-def finish_chunk(items: list[PhotoFaces | VideoResult], classifier: Classifier,
+def finish_chunk(items: Iterable[PhotoFaces | VideoResult], classifier: Classifier,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  mesh: geom.FaceMesh | None = None) -> list[PhotoResult | VideoResult]:
-    """A chunk's results in order: its photos classified in one batch, its videos as they
-    came (scored whole by ``video_faces.score_video``)."""
-    photos = [item for item in items if isinstance(item, PhotoFaces)]
-    results = iter(classify_results(photos, classifier, batch_size, mesh))
-    return [next(results) if isinstance(item, PhotoFaces) else item for item in items]
+    """A chunk's results in order: its photos classified in batches as they come
+    (``classify_results``), its videos as they came (scored whole by
+    ``video_faces.score_video``)."""
+    order: list[PhotoFaces | VideoResult] = []
+
+    def photos() -> Iterator[PhotoFaces]:
+        for item in items:
+            order.append(item)
+            if isinstance(item, PhotoFaces):
+                yield item
+    results = iter(classify_results(photos(), classifier, batch_size, mesh))
+    return [next(results) if isinstance(item, PhotoFaces) else item for item in order]
 
 
 def classify_chunk(items: list[PhotoFaces], classifier: Classifier,

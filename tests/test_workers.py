@@ -79,13 +79,14 @@ def test_default_workers_is_the_usable_cores() -> None:
     assert 1 <= default_workers() <= (os.cpu_count() or 1)
 
 
-def test_waiting_for_a_chunk_does_not_spin_while_part_of_it_is_done() -> None:
-    """The calling thread sleeps while a chunk's last photo is still being read: a wait that
-    returned at once for the photos already done spun, holding the GIL the workers need
+def test_waiting_for_a_photo_does_not_spin_while_a_video_behind_it_is_done() -> None:
+    """The calling thread sleeps while the photo at the head is still being read: a wait
+    that returned at once for a future already done spun, holding the GIL the workers need
     (scoring ran 6.5x slower with 2 workers)."""
     from concurrent.futures import Future
     from threading import Timer
 
+    from facevalue.discover import Photo
     from facevalue.engine import RunStats
     from facevalue.local import TICK, _wait_for
 
@@ -96,6 +97,45 @@ def test_waiting_for_a_chunk_does_not_spin_while_part_of_it_is_done() -> None:
     stats = RunStats()
     ticks = []
     stats.tick = lambda: ticks.append(1)
-    _wait_for([done, slow], deque(), set(), stats)  # type: ignore[list-item]
+    behind = deque([(Photo("v.mp4", ""), [done])])
+    _wait_for(slow, behind, set(), stats)  # type: ignore[arg-type]
     assert slow.done()
     assert len(ticks) <= 1.0 / TICK + 2
+
+
+def test_a_chunk_is_classified_batch_by_batch_as_its_photos_come(tiny_model: Path) -> None:
+    """The calling thread classifies a chunk's faces while its last photos are still being
+    found (issue 22), in the very batches of the whole chunk: the chunk's faces in order,
+    cut every batch_size faces, so the numbers are those of one call on the whole chunk."""
+    from facevalue.classify import Classifier
+    from facevalue.detect import Box
+    from facevalue.discover import Photo
+    from facevalue.faces import PhotoFaces
+    from facevalue.rows import classify_results
+
+    rng = np.random.default_rng(0)
+    counts = [1, 0, 3, 2, 1, 1, 4, 0, 2, 1]  # faces per photo: 15 in all
+    items = [PhotoFaces(Photo(f"p{i}.jpg", "acme"), "ok" if n else "no_face",
+                        boxes=tuple(Box(0, 0, 9, 9, 0.9) for _ in range(n)),
+                        crops=rng.integers(0, 256, (n, 48, 48, 1), dtype=np.uint8))
+             for i, n in enumerate(counts)]
+    classifier = Classifier(tiny_model, device="cpu")
+    taken, calls = [], []
+    predict = classifier.predict
+
+    def recording(faces: np.ndarray, batch_size: int) -> np.ndarray:
+        calls.append((len(taken), len(faces)))
+        return predict(faces, batch_size)
+    classifier.predict = recording  # type: ignore[method-assign]
+
+    def arriving() -> object:
+        for item in items:
+            taken.append(item)
+            yield item
+    results = classify_results(arriving(), classifier, batch_size=4)  # type: ignore[arg-type]
+    # a batch's worth after the 3rd, 6th and 7th photos; the last 3 faces once all are in
+    assert calls == [(3, 4), (6, 4), (7, 4), (10, 3)]
+    whole = predict(np.concatenate([item.crops for item in items]), 4)  # type: ignore[misc]
+    got = [face.probabilities for result in results for face in result.faces]
+    assert np.array_equal(np.array(got, np.float32), whole)
+    assert [len(result.faces) for result in results] == counts
