@@ -321,7 +321,12 @@ def read_local(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     _check_file(stat.S_ISREG(info.st_mode), file_kind(info.st_mode), info.st_size, max_bytes)
     try:
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)  # the file may have grown since the stat
+            # A buffer the file's size, not the limit's: read(max_bytes + 1) had Python map
+            # and unmap 512 MB for every photo (0.16 against 0.04 ms a photo on one thread,
+            # issue 22). One byte more tells a file that grew since the stat, read on then.
+            data = f.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                data += f.read(max_bytes + 1 - len(data))
     except OSError as e:
         raise ReadError(UNREADABLE, f"cannot read file: {e.strerror or e}") from e
     return _check_data(data, max_bytes)

@@ -156,3 +156,21 @@ def test_a_folder_nested_a_thousand_deep_is_listed(tmp_path: Path) -> None:
         while deep != tmp_path:
             deep.rmdir()
             deep = deep.parent
+
+
+def test_a_file_that_grew_since_its_stat_is_read_whole(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_local sizes its buffer from the stat (issue 22); a file longer by then is still
+    read to its end, and refused once past the limit."""
+    path = tmp_path / "p.jpg"
+    path.write_bytes(bytes(range(256)) * 4)  # 1,024 bytes
+    real_stat = os.stat
+
+    def earlier(target: object) -> os.stat_result:  # the size before the file grew
+        info = list(real_stat(target))  # type: ignore[arg-type]
+        info[6] = 100  # st_size
+        return os.stat_result(info)
+    monkeypatch.setattr(os, "stat", earlier)
+    assert read_local(path) == path.read_bytes()
+    with pytest.raises(ReadError, match="more than 500 bytes"):
+        read_local(path, max_bytes=500)
