@@ -92,7 +92,7 @@ def one_photo(folder: Path, width: int, count: int, models: list[str]) -> dict[s
     crops = np.resize(crops, (4 * CLASSIFY_BATCH, *crops.shape[1:]))
     for model, classifier in classifiers.items():
         batches = [crops[i:i + CLASSIFY_BATCH] for i in range(0, len(crops), CLASSIFY_BATCH)]
-        stages[f"classify {model}"] = ms(classifier.predict, batches) / CLASSIFY_BATCH
+        stages[f"classify {Path(model).stem}"] = ms(classifier.predict, batches) / CLASSIFY_BATCH
     return stages
 
 
@@ -155,8 +155,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(
             f"{sizes[w][name]:.{0 if name == 'decoded side' else 2}f}" for w in sizes) + " |")
     lines += ["", f"`write_scores` on {results['n']} photos of the jpeg mix with "
-              f"{results['models'][0]}, median of the runs: seconds per stage summed over "
-              "threads, per photo in ms.", "",
+              f"{Path(results['models'][0]).stem}, median of the runs: seconds per stage "
+              "summed over threads, per photo in ms.", "",
               "| workers x onnxruntime threads x OpenCV threads | photos/s | read | decode "
               "| detect | crop | classify | write | state | CPU ms/photo |",
               "|---|---:|" + "---:|" * 8]
@@ -182,7 +182,8 @@ def main() -> None:
     parser.add_argument("--per-size", type=int, default=40, help="photos per width, part 1")
     parser.add_argument("--repeat", type=int, default=3, help="whole runs per setting")
     parser.add_argument("--models", nargs="+", default=["fvnet-photo-fp32", "fvnet"],
-                        help="classifiers timed per face; the first also in the whole runs")
+                        help="classifiers (shipped names or files) timed per face; the first "
+                             "also in the whole runs")
     parser.add_argument("--work", type=Path, default=HERE / "out")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "profile.json")
     parser.add_argument("--readme", type=Path, help="write the tables into this README")

@@ -121,8 +121,9 @@ class Engine(Protocol):
 
 def units(photos: Iterable[Photo], chunk_size: int) -> Iterator[list[Photo]]:
     """The photos in units of work, in order: up to ``chunk_size`` photos, whose faces are
-    classified in one batch, or one video, scored whole (so a finished video is saved
-    while the next is scored, and videos spread over the workers)."""
+    classified together (in the same batches on every engine), or one video, scored whole
+    (so a finished video is saved while the next is scored, and videos spread over the
+    workers)."""
     chunk: list[Photo] = []
     for photo in photos:
         if is_video(photo.path):

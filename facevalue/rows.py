@@ -1,4 +1,4 @@
-"""A chunk of photos' faces, classified in one batch, and the per-face rows they make.
+"""A chunk of photos' faces, classified in batches, and the per-face rows they make.
 
 Fresh results and saved ones become rows through the same ``result_rows``, so a resumed run
 writes exactly the rows an uninterrupted one writes, whichever engine scored the photo. A
@@ -88,7 +88,8 @@ def finish_chunk(items: Iterable[PhotoFaces | VideoResult], classifier: Classifi
 def classify_chunk(items: list[PhotoFaces], classifier: Classifier,
                    batch_size: int = DEFAULT_BATCH_SIZE,
                    mesh: geom.FaceMesh | None = None) -> list[dict[str, Any]]:
-    """Classify all faces of a chunk of photos in one batch; return their per-face rows."""
+    """Classify all faces of a chunk of photos (``classify_results``); return their per-face
+    rows."""
     results = classify_results(items, classifier, batch_size, mesh)
     return [row for item, result in zip(items, results, strict=True)
             for row in result_rows(item.photo, result)]
