@@ -164,8 +164,10 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
     """
     started = time.perf_counter()
     companies = str(companies if companies is not None else write.default_companies_path(out))
-    videos = str(videos if videos is not None else write.default_videos_path(out))
-    people = str(people if people is not None else write.default_people_path(out))
+    beside = [write.default_videos_path(out) if videos is None else None,
+              write.default_people_path(out) if people is None else None]
+    videos = str(videos if videos is not None else beside[0])
+    people = str(people if people is not None else beside[1])
     write.check_outputs(out, companies, videos, people)
     options = Options(faces, max_pixels, batch_size, chunk_size, geometry, fps)
     engine = engine or LocalEngine(workers or 0)
@@ -193,6 +195,9 @@ def write_scores(photos: str | Path | Location, out: str | Path, *,
             _write_companies(faces_file, companies, ids, geometry, meta,
                              None if clips is None else (clips.table(), videos),
                              people if PERSON in ids else None)
+            made = (clips is not None, PERSON in ids)
+            _remove_outdated([path for path, m in zip(beside, made, strict=True)
+                              if path is not None and not m])
     except OSError as e:  # photos' own read errors never get here: they are status rows
         raise _output_error(e.filename or out, e) from e
     return Summary(str(out), companies, n_photos, stats.faces,
@@ -267,6 +272,24 @@ def _write_companies(faces_file: storage.OutputFile, companies: str, ids: list[s
         if isinstance(e, OSError):
             raise _output_error(where, e) from e
         raise
+
+
+def _remove_outdated(paths: list[str]) -> None:
+    """Remove an earlier run's per-video or per-person table at its default name when this
+    run writes none (its photos lost their videos, its manifest the person column): left
+    there, it would pass for this run's, beside tables of other photos. Only a table that
+    facevalue wrote goes (its metadata says so); a file the user named is never touched.
+    """
+    for path in paths:
+        try:
+            written_by_us = "facevalue.run_id" in write.read_metadata(path)
+        except (OSError, pa.ArrowInvalid):  # not there, or not a Parquet file: not ours
+            continue
+        if written_by_us:
+            fs, where = storage.output_path(path)
+            fs.delete_file(where)
+            log.warning("removed %s: an earlier run's table; this run has no %s", path,
+                        "videos" if path.endswith(".videos.parquet") else "person column")
 
 
 def _output_error(where: str | Path, error: OSError) -> write.OutputError:

@@ -21,7 +21,7 @@ from videos import talk
 from facevalue import score_folder
 from facevalue.cli import cli
 from facevalue.contract import LABELS
-from facevalue.write import default_people_path, read_metadata
+from facevalue.write import default_people_path, default_videos_path, read_metadata
 
 # Grace Hopper in a photo at two companies and in the talk (whose speaker she is); Eileen
 # Collins in two photos; the landscape's person left empty.
@@ -184,3 +184,24 @@ def test_ray_gives_the_same_people_table(ray_session: Any, folder: tuple[Path, P
     pd.testing.assert_frame_equal(local.people, ray.people)
     assert pq.read_schema(tmp_path / "ray.people.parquet").remove_metadata() == pq.read_schema(
         tmp_path / "local.people.parquet").remove_metadata()
+
+
+def test_a_rerun_without_videos_or_people_removes_their_old_tables(
+        folder: tuple[Path, Path], tiny_model: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The same --out, first with a video and a person column, then over photos without
+    either: the old per-video and per-person tables must not pass for the new run's."""
+    root, manifest = folder
+    out = tmp_path / "s.parquet"
+    first = score_folder(root, out, manifest=manifest, model=tiny_model, device="cpu")
+    assert first.people is not None and first.videos is not None
+    with caplog.at_level(logging.WARNING, logger="facevalue"):
+        second = score_folder(SAMPLE_PHOTOS, out, model=tiny_model, device="cpu")
+    assert second.people is None and second.videos is None
+    assert not Path(default_people_path(out)).exists()
+    assert not Path(default_videos_path(out)).exists()
+    assert "removed" in caplog.text and "person column" in caplog.text
+    other = tmp_path / "t.parquet"  # a file facevalue did not write stays, whatever its name
+    Path(default_people_path(other)).write_text("my notes")
+    score_folder(SAMPLE_PHOTOS, other, model=tiny_model, device="cpu")
+    assert Path(default_people_path(other)).read_text() == "my notes"
