@@ -94,7 +94,7 @@ def measure(models: list[str], faces: int, rounds: int, batch: int) -> dict[str,
 
 def table(results: dict[str, dict], info: dict, args: argparse.Namespace) -> str:
     base = results[next(iter(results))]
-    training = "training run paused" if info["training_running"] else "no training run"
+    training = {"none": "no training run"}.get(info["training"], f"training run {info['training']}")
     lines = [f"Measured {info['date']} on {info['cpu']} ({info['flags']}), one onnxruntime "
              f"thread, {args.faces} faces per round in batches of {args.batch}, {args.rounds} "
              f"alternating rounds ({training}): median faces/s (slowest-fastest round). "
@@ -123,9 +123,9 @@ def main() -> None:
     resume = pause_training()
     try:
         results = measure(args.models, args.faces, args.rounds, args.batch)
+        info = machine()  # while the training run is still paused, so it says so
     finally:
         resume()
-    info = machine()
     info["flags"] = cpu_flags()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": info, "results": results}, indent=2))

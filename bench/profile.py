@@ -144,8 +144,8 @@ def table(results: dict[str, Any]) -> str:
     m, sizes = results["machine"], results["sizes"]
     names = list(next(iter(sizes.values())))
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores (load average "
-             f"{m['load_average'][0]:.1f} at the start; a training run "
-             f"{'WAS' if m['training_running'] else 'was not'} going), OpenCV "
+             f"{m['load_average'][0]:.1f} at the start; training run: "
+             f"{m.get('training', 'going' if m['training_running'] else 'none')}), OpenCV "
              f"{m['opencv']}, onnxruntime {m['onnxruntime']}.", "",
              "One photo on one thread, median ms (`decoded side`: the longer side of the "
              "detection copy, px; `classify`: per face, batches of 64):", "",

@@ -25,6 +25,7 @@ going):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -65,11 +66,22 @@ def machine() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
-    training = subprocess.run(["pgrep", "-f", "train fit"], capture_output=True, text=True)
     return {"cpu": model, "cores": default_workers(), "load_average": os.getloadavg(),
-            "training_running": bool(training.stdout.strip()),
+            "training_running": training_state() != "none", "training": training_state(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **versions()}
+
+
+def training_state() -> str:
+    """"going", "paused" (stopped with SIGSTOP for a timing) or "none": a training run
+    beside a benchmark takes a core, a paused one does not."""
+    found = subprocess.run(["pgrep", "-f", "train fit"], capture_output=True, text=True)
+    states = []
+    for pid in found.stdout.split():
+        with contextlib.suppress(OSError):  # gone since pgrep
+            # the state follows the parenthesised command name in /proc/<pid>/stat
+            states.append(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0])
+    return "none" if not states else "paused" if all(s == "T" for s in states) else "going"
 
 
 def decode_bound(photos: Path, threads: int) -> dict[str, float]:
@@ -225,8 +237,8 @@ def table(results: dict[str, Any]) -> str:
     """The Markdown tables for bench/README.md."""
     m, runs, n = results["machine"], results["runs"], results["n"]
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB "
-             f"(load average {m['load_average'][0]:.1f} at the start; a training run "
-             f"{'WAS' if m['training_running'] else 'was not'} going), facevalue "
+             f"(load average {m['load_average'][0]:.1f} at the start; training run: "
+             f"{m.get('training', 'going' if m['training_running'] else 'none')}), facevalue "
              f"{m['facevalue']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}; models "
              + ", ".join(sorted({f"{r['model']} (sha256 {r['model_sha256'][:12]})"
                                  for r in runs.values()})) + ".", "",

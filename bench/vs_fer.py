@@ -89,8 +89,8 @@ def time_facevalue(photos: Path, out: Path, workers: int) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     m, fer = results["machine"], results["fer"]
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores (load average "
-             f"{m['load_average'][0]:.1f} at the start; a training run "
-             f"{'WAS' if m['training_running'] else 'was not'} going); {results['n']} "
+             f"{m['load_average'][0]:.1f} at the start; training run: "
+             f"{m.get('training', 'going' if m['training_running'] else 'none')}); {results['n']} "
              "one-person portraits, 512-2048 px JPEG.", "",
              "| tool | photos/s | vs fer | faces found | photos with a face | with several |",
              "|---|---:|---:|---:|---:|---:|",
