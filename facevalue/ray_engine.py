@@ -7,7 +7,8 @@ object store, so a worker needs facevalue installed but neither the model files 
 driver's disk. Workers run the very functions the local engine runs (``find_faces``,
 ``classify_results``) inside Ray Data actors that build their onnxruntime sessions once,
 read photos through ``facevalue.storage`` (a local folder or a bucket), and send each
-photo's result back to the driver in discovery order. The dataset's rows are the local
+photo's result back to the driver as soon as it is done, with its place in discovery order;
+the driver puts the results back in that order (``in_order``). The dataset's rows are the local
 engine's units of work (``engine.units``): up to ``chunk_size`` photos classified in one
 batch, or one video scored whole, so videos spread over the actors one at a time.
 
@@ -37,7 +38,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from facevalue import reaper
+from facevalue import reaper, storage
 from facevalue.classify import Classifier
 from facevalue.contract import Contract
 from facevalue.detect import FaceDetector
@@ -238,21 +239,29 @@ def ship(ray: Any, path: Path) -> ShippedModel:
 
 
 def to_records(work: list[list[Photo]]) -> list[dict[str, Any]]:
-    """Units of work as rows for ``ray.data.from_items``: what ``find`` needs of each photo.
+    """Units of work as rows for ``ray.data.from_items``: what ``find`` needs of each photo,
+    and the place of the unit's first photo in the run's order (``in_order``).
 
     Paths travel as bytes: a non-UTF-8 file name is not a string Arrow can hold.
     """
-    return [{"paths": [os.fsencode(p.path) for p in unit],
-             "statuses": [p.status for p in unit]} for unit in work]
+    records: list[dict[str, Any]] = []
+    first = 0
+    for unit in work:
+        records.append({"first": first, "paths": [os.fsencode(p.path) for p in unit],
+                        "statuses": [p.status for p in unit]})
+        first += len(unit)
+    return records
 
 
-def from_records(batch: pa.Table) -> list[Photo]:
-    """The Photo records of a batch of rows made by ``to_records`` (company and ids are the
-    driver's business)."""
+def from_records(batch: pa.Table) -> tuple[list[int], list[Photo]]:
+    """The places in the run's order and the Photo records of a batch of rows made by
+    ``to_records`` (company and ids are the driver's business)."""
     # a plain dict for ids: the shared empty default (a mappingproxy) cannot be pickled,
     # and these Photos travel inside PhotoFaces to the classifier actors
-    return [Photo(os.fsdecode(path), "", {}, status) for row in batch.to_pylist()
-            for path, status in zip(row["paths"], row["statuses"], strict=True)]
+    rows = batch.to_pylist()
+    return ([row["first"] + i for row in rows for i in range(len(row["paths"]))],
+            [Photo(os.fsdecode(path), "", {}, status) for row in rows
+             for path, status in zip(row["paths"], row["statuses"], strict=True)])
 
 
 class FindFaces:
@@ -266,10 +275,12 @@ class FindFaces:
                                      threads=job.threads)
         self.classify = classify  # for videos; made on the CPU at the first one without it
 
-    def find(self, batch: pa.Table) -> list[PhotoFaces | VideoResult]:
-        """Read each photo (or video) through the job's location and find its faces."""
-        return [find(photo, self.job.location, self.detector, self.job.contract,
-                     self.job.options, self._video_models) for photo in from_records(batch)]
+    def find(self, batch: pa.Table) -> tuple[list[int], list[PhotoFaces | VideoResult]]:
+        """Read each photo (or video) through the job's location and find its faces; their
+        places in the run's order."""
+        places, photos = from_records(batch)
+        return places, [find(photo, self.job.location, self.detector, self.job.contract,
+                             self.job.options, self._video_models) for photo in photos]
 
     def _video_models(self) -> tuple[Classifier, FaceMesh | None]:
         if self.classify is None:
@@ -278,7 +289,9 @@ class FindFaces:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Pickle keeps each PhotoFaces whole (boxes, uint8 crops) for the classifier actors.
-        return pa.table({"item": [pickle.dumps(item) for item in self.find(batch)]})
+        places, items = self.find(batch)
+        return pa.table({"place": pa.array(places, pa.int64()),
+                         "item": pa.array([pickle.dumps(item) for item in items], pa.binary())})
 
 
 class ClassifyFaces:
@@ -291,13 +304,16 @@ class ClassifyFaces:
         self.mesh = None if job.mesh is None else FaceMesh(
             job.mesh.local_file(), device, job.threads)
 
-    def results(self, items: list[PhotoFaces | VideoResult]) -> pa.Table:
-        """The photos' and videos' results (pickled), made as the local engine makes them."""
+    def results(self, places: list[int], items: list[PhotoFaces | VideoResult]) -> pa.Table:
+        """The photos' and videos' results (pickled), made as the local engine makes them,
+        beside their places in the run's order."""
         results = finish_chunk(items, self.classifier, self.job.options.batch_size, self.mesh)
-        return pa.table({"result": pa.array([pickle.dumps(r) for r in results], pa.binary())})
+        return pa.table({"place": pa.array(places, pa.int64()),
+                         "result": pa.array([pickle.dumps(r) for r in results], pa.binary())})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.results([pickle.loads(item) for item in batch.column("item").to_pylist()])
+        return self.results(batch.column("place").to_pylist(),
+                            [pickle.loads(item) for item in batch.column("item").to_pylist()])
 
 
 class ScorePhotos:
@@ -308,26 +324,58 @@ class ScorePhotos:
         self.find = FindFaces(job, job.device, self.classify)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.classify.results(self.find.find(batch))
+        return self.classify.results(*self.find.find(batch))
 
 
 def run(ray: Any, job: Job, photos: list[Photo], options: RayOptions,
         stats: RunStats) -> Generator[PhotoResult | VideoResult, None, None]:
-    """Score the units of work on Ray; their results one by one, in the photos' order."""
+    """Score the units of work on Ray; their results one by one, in the photos' order.
+
+    Ray Data hands each result over as soon as it is done, not in order (``preserve_order``
+    held a video finished behind a long one back, unsaved, until the long one was done: a
+    kill -9 lost both); ``in_order`` restores the order. Progress is the job's, not Ray's
+    own bars.
+    """
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
-    # Discovery order, as locally; progress is the job's, not Ray's own bars.
-    context.execution_options.preserve_order, context.enable_progress_bars = True, False
+    context.execution_options.preserve_order, context.enable_progress_bars = False, False
     try:
         dataset, stats.workers = plan(ray, job, photos, options)
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            for item in batch.column("result").to_pylist():
-                result = pickle.loads(item)
-                if isinstance(result, VideoResult):
-                    stats.sample(len(result.frames))  # counted as they come back
-                yield result
+        yield from in_order(arrivals(dataset), photos, stats)
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
+
+
+def arrivals(dataset: Any) -> Iterator[tuple[int, bytes]]:
+    """The dataset's results as Ray hands them over: each photo's place in the run's order
+    and its result, pickled."""
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield from zip(batch.column("place").to_pylist(), batch.column("result").to_pylist(),
+                       strict=True)
+
+
+def in_order(arrived: Iterable[tuple[int, bytes]], photos: list[Photo],
+             stats: RunStats) -> Iterator[PhotoResult | VideoResult]:
+    """Results that arrive in any order (``arrivals``), in the order of ``photos``.
+
+    Only a result that came before its turn waits, pickled, so the driver holds no more
+    than what Ray finished ahead of the oldest unit still being scored. A video that arrives
+    ahead of its turn is handed to ``stats.early`` at once (the job saves it then, as it does
+    for the local engine); every video's frames are counted as it arrives.
+    """
+    ahead: dict[int, bytes] = {}
+    turn = 0
+    for place, item in arrived:
+        if storage.is_video(photos[place].path):
+            video = pickle.loads(item)
+            if isinstance(video, VideoResult):
+                stats.sample(len(video.frames))
+                if place != turn and stats.early is not None:
+                    stats.early(photos[place], video)
+        ahead[place] = item
+        while turn in ahead:
+            yield pickle.loads(ahead.pop(turn))
+            turn += 1
 
 
 def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[Any, int]:

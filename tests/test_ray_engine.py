@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +28,8 @@ from facevalue.engine import EngineError
 from facevalue.pipeline import Scores, write_scores
 from facevalue.ray_engine import RayEngine, RayOptions, check_reachable
 from facevalue.runtime import DeviceError
+from facevalue.state import SavedResults
+from facevalue.storage import FileKey
 from facevalue.write import default_companies_path, read_metadata
 
 MANIFEST = SAMPLE_PHOTOS.parent / "manifest.csv"
@@ -142,6 +145,77 @@ def test_videos_give_the_same_three_tables_on_ray(local_ray: Any, tiny_model: Pa
     assert len(ray.videos) == 13 and ray.faces["time"].notna().sum() > 30
     again = write_scores(folder, tmp_path / "ray.parquet", **settings)
     assert again.scored == 2  # the empty video and the FIFO: nothing to key a result on
+
+
+class Stopped(Exception):
+    """Stops a run from inside it, as a kill -9 would, once something is saved."""
+
+
+@pytest.mark.ray
+def test_videos_finished_behind_a_long_one_are_saved_before_it_on_ray(
+        local_ray: Any, tiny_model: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long video first, short ones after it, on two actors: each short one is saved as
+    soon as Ray hands it over, while the long one is still being scored, so a run stopped
+    then loses only the long one. (With Ray's preserve_order they waited, unsaved, behind
+    it: the first thing saved was the long video.)"""
+    from test_video_faces import Recording
+    from videos import stills, write_lossless, write_opencv
+
+    grace = stills()["grace"]
+    clips = tmp_path / "clips" / "acme"
+    clips.mkdir(parents=True)
+    write_opencv(clips / "a_long.mp4", [np.roll(grace, t % 40, axis=1) for t in range(900)], 1)
+    for name in ("b.mkv", "c.mkv", "d.mkv"):
+        write_lossless(clips / name, [grace] * 4, [0, 1000, 2000, 3000])
+    first: list[str] = []
+    original = SavedResults.save
+
+    def save_once(self: SavedResults, entries: list[tuple[FileKey, Any]]) -> None:
+        original(self, entries)
+        if entries and not first:
+            first.extend(Path(key.path).name for key, _ in entries)
+            raise Stopped
+
+    monkeypatch.setattr(SavedResults, "save", save_once)
+    out = tmp_path / "out" / "s.parquet"
+    with pytest.raises(Stopped):
+        write_scores(clips.parent, out, model=tiny_model, device="cpu", engine=RayEngine())
+    assert len(first) == 1 and first[0] != "a_long.mp4"  # saved while the long one ran
+    monkeypatch.undo()
+    again = Recording()
+    resumed = write_scores(clips.parent, out, model=tiny_model, device="cpu", engine=again)
+    assert resumed.reused == 1 and f"acme/{first[0]}" not in again.given
+    assert "acme/a_long.mp4" in again.given and len(again.given) == 3
+
+
+def test_results_are_put_back_in_order_and_videos_that_come_early_are_handed_over() -> None:
+    import pickle
+
+    from facevalue.discover import Photo
+    from facevalue.engine import RunStats
+    from facevalue.ray_engine import in_order
+    from facevalue.records import PhotoResult, VideoResult
+
+    photos = [Photo(name, "acme") for name in ("a.jpg", "b.mp4", "c.jpg", "d.mp4", "e.mp4")]
+    frame = PhotoResult("no_face", None, 0, "ab", (), 0.0)
+    results = [frame if p.path.endswith("jpg") else
+               VideoResult("no_face", None, p.path, 1.0, (frame,) * (i + 1))
+               for i, p in enumerate(photos)]
+    stats = RunStats()
+    early: list[str] = []
+    stats.early = lambda photo, result: early.append(photo.path)
+    taken: list[int] = []
+
+    def arrived() -> Iterator[tuple[int, bytes]]:
+        for place in (3, 1, 0, 2, 4):
+            taken.append(place)
+            yield place, pickle.dumps(results[place])
+    ordered = in_order(arrived(), photos, stats)
+    assert next(ordered) == results[0] and taken == [3, 1, 0]  # no further than needed
+    assert list(ordered) == results[1:]
+    assert early == ["d.mp4", "b.mp4"]  # e.mp4 came in its turn: the job saves it then
+    assert stats.sampled == 2 + 4 + 5  # a video's frames, counted as it arrives
 
 
 @pytest.mark.ray
