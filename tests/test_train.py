@@ -522,6 +522,19 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     assert log["epoch"].tolist() == [0, 1]
     assert np.allclose(log["select"], (log["val_accuracy"] + log["dev_recall"]) / 2)
     assert (run / fit_module.WEIGHTS).exists() and (run / fit_module.LAST_WEIGHTS).exists()
+    # the card names the epoch the checkpoint was chosen by (select), not the slice's best
+    log["val_accuracy"], log["select"] = [0.9, 0.1], [0.1, 0.9]
+    log.to_csv(run / "log.csv", index=False)
+    from train.__main__ import cli as train_cli
+
+    model = tmp_path / "lite.onnx"
+    result = CliRunner().invoke(train_cli, ["export", str(run), "--out", str(model), "--tta",
+                                            "none"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert Classifier(model, "cpu").contract.extra["facevalue.best_epoch"] == "2"
+    card = model.with_suffix(".md").read_text()
+    assert "came at epoch 2" in card and "Also trained on 6 labelled photos" in card
+    assert "Flip averaging (the validation slice)" in card
 
 
 def test_python_m_train_without_tensorflow_is_one_line(monkeypatch, tmp_path):

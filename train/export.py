@@ -185,7 +185,9 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
     """The contract plus what a reader of a result table may want to know about the model."""
     run = runs[-1]
     with (run / "log.csv").open(newline="") as f:
-        val_accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(f)]
+        log = list(csv.DictReader(f))
+    # the column fit chose the checkpoint on: with dev photos, ``select``
+    chosen_on = [float(row.get("select") or row["val_accuracy"]) for row in log]
     extra = {
         "facevalue.architecture": config["arch"],
         "facevalue.train_data_sha256": config["data_sha256"],
@@ -198,8 +200,8 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
         "facevalue.temperature": f"{cal.temperature:.4f}",
         "facevalue.tta": tta,
         "facevalue.version": facevalue.__version__,
-        "facevalue.trained_epochs": str(len(val_accuracy)),
-        "facevalue.best_epoch": str(1 + int(np.argmax(val_accuracy))),
+        "facevalue.trained_epochs": str(len(log)),
+        "facevalue.best_epoch": str(1 + int(np.argmax(chosen_on))),
         "facevalue.train_precision": config.get("precision", "fp32"),
         "facevalue.ece_before": f"{cal.ece_before:.4f}",
         "facevalue.ece_after": f"{cal.ece_after:.4f}",

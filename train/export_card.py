@@ -89,7 +89,8 @@ def rebuild_commands(run: Path, model: Path, config: dict, tta: str,
 
 
 def selection_name(config: dict) -> str:
-    """What the run selected its epoch on: PublicTest (runs before 2026-12) or its slice."""
+    """The faces the run chose flips and temperature on: PublicTest (runs before 2026-12) or
+    its slice (also where a run with dev photos chose its epoch partly on those)."""
     return "PublicTest" if config.get("selected_on", "PublicTest") == "PublicTest" \
         else "the validation slice"
 
@@ -113,7 +114,29 @@ def _data_section(config: dict) -> list[str]:
              "and removed:", "",
              "| removed | rows |", "|---|---:|"]
     lines += [f"| {text} | {removed.get(key, 0):,} |" for key, text in REMOVED.items()]
+    if photos := config.get("photos"):
+        weight = config.get("recipe", {}).get("photo_weight", 1.0)
+        lines += ["", f"Also trained on {photos['rows']:,} labelled photos (`{photos['folder']}`, "
+                  f"labels `{photos['labels']}`; sha256 of labels, photos and crop settings "
+                  f"`{photos['sha256']}`"
+                  f"; {_counts(photos)}), cropped by facevalue's own detect, align and crop "
+                  "path (`train.photos`), so training sees what scoring sees; each photo "
+                  f"weighs {weight:g} of a FER2013 face in the loss and keeps its label "
+                  "(no teacher's probabilities)."]
+    if dev := config.get("dev"):
+        lines += ["", f"Selection also used {dev['rows']:,} other labelled photos "
+                  f"(`{dev['folder']}`, sha256 `{dev['sha256']}`; {_counts(dev)}), never "
+                  f"trained on: the {config['selected_on']} picks the epoch, so figures on "
+                  "those photos are not unbiased."]
+    if teacher := config.get("teacher"):
+        lines += ["", f"Distilled: the FER2013 faces' targets are {teacher['weight']:g} x the "
+                  f"probabilities of `{teacher['model']}` (sha256 `{teacher['sha256']}`) plus "
+                  f"{1 - teacher['weight']:g} x their labels."]
     return lines
+
+
+def _counts(photos: dict) -> str:
+    return ", ".join(f"{label} {n:,}" for label, n in photos.get("per_class", {}).items())
 
 
 def describe_layers(network) -> str:
@@ -171,17 +194,25 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
         start = (f"Fine-tuned from the best checkpoint of `runs/{init.name}` "
                  f"({init_config['epochs']} epochs, {sum(init_seconds) / 60:.0f} min; "
                  f"{(sum(init_seconds) + sum(seconds)) / 60:.0f} min for the two): ")
+    criterion = (f"The best {config['selected_on']}" if best.get("select")
+                 else f"The best accuracy on {selection_name(config)}")
+    dev = "".join(f", {float(best[key]):.1%} {name}" for key, name in (
+        ("dev_accuracy", "accuracy on the dev photos"), ("dev_recall", "their mean recall"))
+        if best.get(key))
+    averaged = (" The weights are an exponential average (momentum "
+                f"{config['recipe']['ema']:g} a step), evaluated and saved as such."
+                if config.get("recipe", {}).get("ema") else "")
     return ["## Training", "",
             f"{start}{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
-            f"{per_epoch} (training and validation) on {hardware}. The best "
-            f"accuracy on {selection_name(config)} came at epoch {meta['facevalue.best_epoch']}, "
-            f"and that checkpoint is exported: {float(best['accuracy']):.1%} on the {batches} "
-            f"batches, {float(best['val_accuracy']):.1%} on {selection_name(config)}.", "",
+            f"{per_epoch} (training and validation) on {hardware}. {criterion} came at epoch "
+            f"{meta['facevalue.best_epoch']}, and that checkpoint is exported: "
+            f"{float(best['accuracy']):.1%} on the {batches} batches, "
+            f"{float(best['val_accuracy']):.1%} on the validation slice{dev}.{averaged}", "",
             f"![training curves]({curves})"]
 
 
 def _results_section(evaluation: Evaluation, meta: dict, confusion: str) -> list[str]:
-    selected_on = meta.get("facevalue.selected_on", "PublicTest")
+    selected_on = _tuned_on(meta)
     by_tta = json.loads(meta.get("facevalue.selection_accuracy_by_tta")
                         or meta["facevalue.public_test_accuracy_by_tta"])
     folded = "folded into the graph" if meta["facevalue.tta"] == "hflip" else "not used"
@@ -196,8 +227,13 @@ def _results_section(evaluation: Evaluation, meta: dict, confusion: str) -> list
     return lines + ["", f"![confusion matrix]({confusion})"]
 
 
+def _tuned_on(meta: dict) -> str:
+    """The faces an export chose flips and fitted the temperature on."""
+    return selection_name({"selected_on": meta.get("facevalue.selected_on", "PublicTest")})
+
+
 def _calibration_section(meta: dict) -> list[str]:
-    where = meta.get("facevalue.selected_on", "PublicTest")
+    where = _tuned_on(meta)
     return ["## Calibration", "",
             f"One temperature T = {float(meta['facevalue.temperature']):.3f}, fitted on {where} "
             "by minimising the negative log-likelihood, divides the logits in the exported "
