@@ -286,8 +286,12 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
         return
     with pytest.raises(RunError, match="--mix must be >= 0"):
         fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, mix_alpha=-1.0, verbose=0)
+    with pytest.raises(RunError, match="--ema must be in"):
+        fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, ema=1.0, verbose=0)
     ft = fit(csv, "fvnet", tmp_path / "fvnet-ft", init=run, epochs=1, verbose=0,
-             precision="bf16", mix_alpha=0.4)
+             precision="bf16", mix_alpha=0.4, ema=0.99)
+    with pytest.raises(RunError, match="holds a different run"):  # another average
+        fit(csv, "fvnet", ft, init=run, epochs=1, verbose=0, precision="bf16", mix_alpha=0.4)
     start = keras.models.load_model(run / "best.keras")
     tuned = keras.models.load_model(ft / "last.keras")
     # One step at the warm-up rate barely moves the weights: it started from ``run``'s.
@@ -298,7 +302,8 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
     assert config["recipe"]["mix_alpha"] == 0.4
     commands = rebuild_commands(ft, tmp_path / "fvnet.onnx", config, "none").splitlines()
     assert commands[0].endswith(f"--out runs/{run.name} --epochs 1 --precision bf16")
-    assert f"--out runs/fvnet-ft --init runs/{run.name} --epochs 1 --mix 0.4" in commands[1]
+    assert (f"--out runs/fvnet-ft --init runs/{run.name} --epochs 1 --mix 0.4 --ema 0.99"
+            in commands[1])
     assert commands[2] == ("python -m train export runs/fvnet-ft --out models/fvnet.onnx "
                            "--tta none --force")
 

@@ -47,6 +47,12 @@ def cli() -> None:
               help="Distil: mix this exported classifier's probabilities into the targets.")
 @click.option("--mix", "mix_alpha", type=float, default=None,
               help="Mixup/cutmix Beta(a, a) parameter, overriding the recipe's (0: none).")
+@click.option("--ema", type=float, default=None,
+              help="Average the weights with this momentum a step, overriding the recipe's "
+                   "(0: none; 0.999 is about two epochs).")
+@click.option("--photo-weight", type=float, default=None,
+              help="A --photos face's weight in the loss against a FER2013 face's, overriding "
+                   "the recipe's.")
 @click.option("--photos", nargs=2, type=click.Path(exists=True), default=None,
               metavar="FOLDER LABELS",
               help="Also train on these labelled photos (a folder and its labels CSV).")
@@ -54,13 +60,14 @@ def cli() -> None:
               metavar="FOLDER LABELS",
               help="Select the best epoch on these labelled photos too (never trained on).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
-def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, photos, dev,
-        limit) -> None:
+def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, ema, photo_weight,
+        photos, dev, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from train.fit import fit as run_fit
 
     run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
-            teacher=teacher, mix_alpha=mix_alpha, photos=photos, dev=dev, limit=limit,
+            teacher=teacher, mix_alpha=mix_alpha, ema=ema, photo_weight=photo_weight,
+            photos=photos, dev=dev, limit=limit,
             verbose=1 if sys.stderr.isatty() else 2)
 
 

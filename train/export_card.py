@@ -58,8 +58,12 @@ def _fit_command(run: Path, config: dict) -> str:
         fit += f" --teacher models/{config['teacher']['model']}"
     if config["epochs"] != recipes[config["arch"]].epochs:
         fit += f" --epochs {config['epochs']}"
-    if (mix := config.get("recipe", {}).get("mix_alpha", 0.0)) != recipes[config["arch"]].mix_alpha:
-        fit += f" --mix {mix:g}"
+    recipe = recipes[config["arch"]]
+    options = {"mix_alpha": "--mix", "ema": "--ema", "photo_weight": "--photo-weight"}
+    for key, option in options.items():
+        value = config.get("recipe", {}).get(key, getattr(recipe, key))
+        if value != getattr(recipe, key):
+            fit += f" {option} {value:g}"
     if config.get("seed", FIT_DEFAULT_SEED) != FIT_DEFAULT_SEED:
         fit += f" --seed {config['seed']}"
     if config.get("precision", "fp32") != "fp32":

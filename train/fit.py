@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import keras
@@ -136,6 +136,7 @@ def soft_targets(teacher: str | Path, faces: fer2013.FaceSet, weight: float) -> 
 def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = None,
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
         teacher: str | Path | None = None, mix_alpha: float | None = None,
+        ema: float | None = None, photo_weight: float | None = None,
         photos: tuple[str | Path, str | Path] | None = None,
         dev: tuple[str | Path, str | Path] | None = None,
         limit: int | None = None, verbose: int = 2) -> Path:
@@ -148,7 +149,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     fine-tuning recipe instead of from scratch. With ``teacher`` (an exported ONNX
     classifier), the targets mix its probabilities in (``soft_targets``); the validation
     slice keeps its true labels. ``mix_alpha`` overrides the recipe's mixup/cutmix
-    (``train.data.mix``; 0 turns it off). ``photos`` (a folder and its labels CSV) adds
+    (``train.data.mix``; 0 turns it off), ``ema`` its weight averaging and ``photo_weight``
+    its photos' loss weight (``archs.Recipe``). ``photos`` (a folder and its labels CSV) adds
     real labelled photos to the training faces, cropped as ``facevalue score`` crops them
     (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
     same, for other photos) selects the best epoch on the mean of the slice's and those
@@ -177,6 +179,14 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if mix_alpha < 0:
             raise RunError(f"--mix must be >= 0 (0: no mixing), not {mix_alpha}")
         recipe = replace(recipe, mix_alpha=mix_alpha)
+    if ema is not None:
+        if not 0 <= ema < 1:
+            raise RunError(f"--ema must be in [0, 1) (0: no averaging), not {ema}")
+        recipe = replace(recipe, ema=ema)
+    if photo_weight is not None:
+        if photo_weight <= 0:
+            raise RunError(f"--photo-weight must be > 0, not {photo_weight}")
+        recipe = replace(recipe, photo_weight=photo_weight)
     _check_writable(out)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
@@ -218,8 +228,11 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        if (_identity(previous) != _identity(config)
-                or previous.get("recipe", {}).get("mix_alpha", 0.0) != recipe.mix_alpha):
+        # a run recorded before a key existed had the field's default
+        overridable = {f.name: f.default for f in fields(archs.Recipe) if f.name in OVERRIDABLE}
+        if _identity(previous) != _identity(config) or any(
+                previous.get("recipe", {}).get(key, default) != getattr(recipe, key)
+                for key, default in overridable.items()):
             raise RunError(f"{out} holds a different run; choose another --out")
         for key in ("photos", "dev"):
             if (previous.get(key) or {}).get("sha256") != (config.get(key) or {}).get("sha256"):
@@ -244,13 +257,13 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             model.optimizer.build(model.trainable_variables)  # moments are in the file too)
             model.load_weights(out / LAST_WEIGHTS)
             model.optimizer.iterations.assign(done_epochs * steps)
-    ema = []
+    averaging = []
     if recipe.ema:
         swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
         # Checkpoints hold the average in the model and the raw weights in the optimiser:
         # a resumed run swaps them back before its first epoch.
         swap._ema_weights_in_model = bool(done_epochs)
-        ema.append(swap)
+        averaging.append(swap)
     started = time.time()
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
@@ -259,7 +272,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             # first, so the dev figures, the checkpoints and the log see the averaged weights
-            *ema,
+            *averaging,
             # then, so the checkpoints and the log see its figures
             *([_DevAccuracy(dev_faces)] if dev_faces is not None else []),
             keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor,
@@ -278,6 +291,11 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
     return out
+
+
+# Recipe settings fit's options override (--mix, --ema, --photo-weight): part of a run's
+# identity, so a resume with other values is refused.
+OVERRIDABLE = ("mix_alpha", "ema", "photo_weight")
 
 
 def _identity(config: dict) -> dict:
