@@ -639,3 +639,24 @@ def test_a_distilled_second_cycle_selects_and_resumes_its_weight_average(tiny_mo
         patch.setattr(fit_module._EpochTimer, "on_epoch_end", lambda *a, **k: None)
         fit_module.fit(csv, "fvlite", run, epochs=2, init=first, teacher=teacher, verbose=0)
     np.testing.assert_array_equal(seen["begin"][-1], seen["raw"])  # training resumes raw
+
+
+@pytest.mark.train
+def test_the_rebuild_command_names_the_photos_trained_and_selected_on(tmp_path):
+    """A run with --photos and --dev is rebuilt with them: without, the command trains on
+    FER2013 alone and selects on the slice alone (fvlite-s1's card did)."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from train.export_card import rebuild_commands
+
+    def labelled(name):
+        return {"folder": f"/data/{name}/images", "labels": f"/data/{name}/labels.csv",
+                "sha256": "ab", "rows": 3, "per_class": {"neutral": 3}}
+    config = {"arch": "fvlite", "epochs": 28, "data": "fer.csv.gz",
+              "teacher": {"model": "fvnet64.onnx", "weight": 0.7, "sha256": "cd"},
+              "photos": labelled("faces-train"), "dev": labelled("faces-dev"),
+              "recipe": {"photo_weight": 0.3}}
+    fit = rebuild_commands(tmp_path / "fvlite-s9", tmp_path / "m.onnx", config,
+                           "none").splitlines()[0]
+    assert " --photos /data/faces-train/images /data/faces-train/labels.csv" in fit
+    assert " --dev /data/faces-dev/images /data/faces-dev/labels.csv" in fit
+    assert fit.endswith("--photo-weight 0.3")

@@ -56,6 +56,9 @@ def _fit_command(run: Path, config: dict) -> str:
         fit += f" --init runs/{Path(config['init']).name}"
     if config.get("teacher"):  # the very file: its sha256 is in config.json
         fit += f" --teacher models/{config['teacher']['model']}"
+    for key in ("photos", "dev"):  # labelled photos trained on, and selected on
+        if photos := config.get(key):
+            fit += f" --{key} {photos['folder']} {photos['labels']}"
     if config["epochs"] != recipes[config["arch"]].epochs:
         fit += f" --epochs {config['epochs']}"
     recipe = recipes[config["arch"]]
