@@ -660,3 +660,10 @@ def test_the_rebuild_command_names_the_photos_trained_and_selected_on(tmp_path):
     assert " --photos /data/faces-train/images /data/faces-train/labels.csv" in fit
     assert " --dev /data/faces-dev/images /data/faces-dev/labels.csv" in fit
     assert fit.endswith("--photo-weight 0.3")
+    # a second cycle recorded before weight averaging and photo weights: it had neither
+    (tmp_path / "fvlite-s1").mkdir()
+    (tmp_path / "fvlite-s1" / "config.json").write_text(json.dumps(config))
+    older = {**config, "init": str(tmp_path / "fvlite-s1"), "recipe": {}}
+    second = rebuild_commands(tmp_path / "fvlite-s9", tmp_path / "m.onnx", older,
+                              "none").splitlines()[1]
+    assert second.endswith("--ema 0 --photo-weight 1")
