@@ -121,7 +121,8 @@ class Engine(Protocol):
 
 def units(photos: Iterable[Photo], chunk_size: int) -> Iterator[list[Photo]]:
     """The photos in units of work, in order: up to ``chunk_size`` photos, whose faces are
-    classified together (in the same batches on every engine), or one video, scored whole
+    classified together (``rows.classify_results``; the Ray engine asks for smaller units
+    for a small job), or one video, scored whole
     (so a finished video is saved while the next is scored, and videos spread over the
     workers)."""
     chunk: list[Photo] = []
