@@ -290,7 +290,8 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
         fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, ema=1.0, verbose=0)
     ft = fit(csv, "fvnet", tmp_path / "fvnet-ft", init=run, epochs=1, verbose=0,
              precision="bf16", mix_alpha=0.4, ema=0.99)
-    with pytest.raises(RunError, match="holds a different run"):  # another average
+    # resumed without --ema: the message says what the run was started with
+    with pytest.raises(RunError, match="was started with --ema 0.99: resume with the same"):
         fit(csv, "fvnet", ft, init=run, epochs=1, verbose=0, precision="bf16", mix_alpha=0.4)
     start = keras.models.load_model(run / "best.keras")
     tuned = keras.models.load_model(ft / "last.keras")

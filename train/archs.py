@@ -7,7 +7,7 @@ at export without retraining.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import keras
 import tensorflow as tf
@@ -45,6 +45,18 @@ class Recipe:
     # photos are all neutral or happy, so at full weight a network learns "a real photo is
     # neutral or happy" (fvlite-s1 read 62 of faces-dev's 151 surprised photos as neutral).
     photo_weight: float = 1.0
+
+
+# Recipe settings that ``train fit`` options override: part of a run's identity (a resume
+# with other values is refused) and of its card's rebuild command.
+OVERRIDES = {"mix_alpha": "--mix", "ema": "--ema", "photo_weight": "--photo-weight"}
+
+
+def recorded(config: dict, key: str) -> float:
+    """A run's ``OVERRIDES`` setting from its config.json; a run recorded before the key
+    existed had the field's default."""
+    default = next(f.default for f in fields(Recipe) if f.name == key)
+    return config.get("recipe", {}).get(key, default)
 
 
 def fvc2017() -> keras.Model:

@@ -9,7 +9,6 @@ describes. ``train.card.write_card`` writes it as ``<model>.md``; ``export_card`
 from __future__ import annotations
 
 import csv
-import dataclasses
 import inspect
 import json
 import shutil
@@ -63,12 +62,8 @@ def _fit_command(run: Path, config: dict) -> str:
     if config["epochs"] != recipes[config["arch"]].epochs:
         fit += f" --epochs {config['epochs']}"
     recipe = recipes[config["arch"]]
-    options = {"mix_alpha": "--mix", "ema": "--ema", "photo_weight": "--photo-weight"}
-    # a run recorded before a key existed had the field's default (as fit's resume check says)
-    defaults = {f.name: f.default for f in dataclasses.fields(archs.Recipe)}
-    for key, option in options.items():
-        value = config.get("recipe", {}).get(key, defaults[key])
-        if value != getattr(recipe, key):
+    for key, option in archs.OVERRIDES.items():
+        if (value := archs.recorded(config, key)) != getattr(recipe, key):
             fit += f" {option} {value:g}"
     if config.get("seed", FIT_DEFAULT_SEED) != FIT_DEFAULT_SEED:
         fit += f" --seed {config['seed']}"

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -228,12 +228,13 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     done_epochs = _completed_epochs(out)
     if done_epochs:
         previous = json.loads(config_path.read_text())
-        # a run recorded before a key existed had the field's default
-        overridable = {f.name: f.default for f in fields(archs.Recipe) if f.name in OVERRIDABLE}
-        if _identity(previous) != _identity(config) or any(
-                previous.get("recipe", {}).get(key, default) != getattr(recipe, key)
-                for key, default in overridable.items()):
+        if _identity(previous) != _identity(config):
             raise RunError(f"{out} holds a different run; choose another --out")
+        if first := [f"{option} {archs.recorded(previous, key):g}"
+                       for key, option in archs.OVERRIDES.items()
+                       if archs.recorded(previous, key) != getattr(recipe, key)]:
+            raise RunError(f"{out} was started with {' '.join(first)}: resume with the "
+                           "same, or choose another --out")
         for key in ("photos", "dev"):
             if (previous.get(key) or {}).get("sha256") != (config.get(key) or {}).get("sha256"):
                 log.warning("the %s crops differ from the run's start (facevalue's crop path "
@@ -291,11 +292,6 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
 
     plot_training_curves(out / "log.csv", out / "curves.png", title=f"{arch} on FER2013")
     return out
-
-
-# Recipe settings fit's options override (--mix, --ema, --photo-weight): part of a run's
-# identity, so a resume with other values is refused.
-OVERRIDABLE = ("mix_alpha", "ema", "photo_weight")
 
 
 def _identity(config: dict) -> dict:
