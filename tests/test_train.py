@@ -601,10 +601,13 @@ def test_fit_checks_its_run_folder_is_writable_first(tmp_path):
 
 
 @pytest.mark.train
-def test_a_distilled_second_cycle_selects_and_resumes_its_weight_average(tiny_model, data,
+@pytest.mark.parametrize("kept", ["last.keras", "last.weights.h5"])
+def test_a_distilled_second_cycle_selects_and_resumes_its_weight_average(kept, tiny_model, data,
                                                                          tmp_path, monkeypatch):
     """fvlite's second cycle (--init with --teacher) keeps an average of its weights: the
-    checkpoints hold the average, and a resumed run goes on training the raw weights."""
+    checkpoints hold the average, and a resumed run goes on training the raw weights, from
+    last.keras or from the committed last weights alone (the optimiser's raw copy is in
+    both)."""
     from train import fit as fit_module
 
     teacher = tiny_model
@@ -635,6 +638,9 @@ def test_a_distilled_second_cycle_selects_and_resumes_its_weight_average(tiny_mo
 
     saved = keras.models.load_model(run / "last.keras").trainable_variables[0].numpy()
     np.testing.assert_array_equal(saved, seen["model"])  # the average is what is saved
+    if kept == "last.weights.h5":  # a fresh checkout: git carries the weights files only
+        for name in ("last.keras", "best.keras"):
+            (run / name).unlink()
     with monkeypatch.context() as patch:
         patch.setattr(fit_module._EpochTimer, "on_epoch_begin", record_begin)
         patch.setattr(fit_module._EpochTimer, "on_epoch_end", lambda *a, **k: None)
