@@ -58,14 +58,6 @@ def macs_per_face(path: Path) -> int:
     return total
 
 
-def cpu_flags() -> str:
-    """The vector extensions that decide onnxruntime's kernels here."""
-    flags = next((line.split(":", 1)[1].split() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-    return ", ".join(flag.upper() for flag in wanted if flag in flags) or "no AVX2"
-
-
 def measure(models: list[str], faces: int, rounds: int, batch: int) -> dict[str, dict]:
     """faces/s of each model per round (one thread), alternating models within each round."""
     classifiers: dict[str, Classifier] = {}
@@ -126,7 +118,6 @@ def main() -> None:
         info = machine()  # while the training run is still paused, so it says so
     finally:
         resume()
-    info["flags"] = cpu_flags()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     text = table(results, info, args)

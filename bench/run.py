@@ -63,10 +63,15 @@ CLASSIFY_FACES = 2048
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, and how busy it was."""
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo
                   if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": default_workers(), "load_average": os.getloadavg(),
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo
+                  if line.startswith("flags")), [])
+    # the vector extensions that decide onnxruntime's kernels here
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+    return {"cpu": model, "flags": ", ".join(f.upper() for f in wanted if f in flags) or "no AVX2",
+            "cores": default_workers(), "load_average": os.getloadavg(),
             "training_running": training_state() != "none", "training": training_state(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **versions()}

@@ -147,6 +147,7 @@ def pause_training() -> Callable[[], None]:
     pids = [p for p in pids if p != os.getpid()]
 
     def resume(*_: object) -> None:
+        signal.alarm(0)  # continued: the limit no longer applies
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
 
@@ -204,7 +205,6 @@ def main() -> None:
         results = {key: measure(path, args.fps, args.repeat) for key, path in files.items()}
     finally:
         if resume is not None:
-            signal.alarm(0)
             resume()
     args.out.write_text(json.dumps({"machine": info, "results": results}, indent=1))
     text = table(results, info, args.fps)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from facevalue import fer2013
 from facevalue.contract import LABELS
 from facevalue.errors import FacevalueError
+from facevalue.evaluate import class_metrics, confusion_matrix
 from train import archs
 from train.data import eval_dataset, to_inputs, training_dataset
 
@@ -342,11 +343,10 @@ class _DevAccuracy(keras.callbacks.Callback):
         self.inputs, self.labels = to_inputs(faces.images), faces.labels
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = self.model.predict(self.inputs, batch_size=512, verbose=0)
-        hits = np.argmax(logits, axis=1) == self.labels
-        logs["dev_accuracy"] = float(np.mean(hits))
-        logs["dev_recall"] = float(np.mean([hits[self.labels == c].mean()
-                                            for c in np.unique(self.labels)]))
+        predicted = np.argmax(self.model.predict(self.inputs, batch_size=512, verbose=0), axis=1)
+        logs["dev_accuracy"] = float(np.mean(predicted == self.labels))
+        logs["dev_recall"] = float(np.mean([c.recall for c in class_metrics(
+            confusion_matrix(self.labels, predicted)) if c.support]))
         logs["select"] = (float(logs["val_accuracy"]) + logs["dev_recall"]) / 2
 
 
