@@ -288,6 +288,10 @@ def test_fine_tuning_starts_from_a_finished_run(exported, data, tmp_path):
         fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, mix_alpha=-1.0, verbose=0)
     with pytest.raises(RunError, match="--ema must be in"):
         fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, ema=1.0, verbose=0)
+    with pytest.raises(RunError, match="--blur must be in"):
+        fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, blur=1.5, verbose=0)
+    with pytest.raises(RunError, match="fvnet's recipe has none"):
+        fit(csv, "fvnet", tmp_path / "bad", init=run, epochs=1, blur=0.9, verbose=0)
     ft = fit(csv, "fvnet", tmp_path / "fvnet-ft", init=run, epochs=1, verbose=0,
              precision="bf16", mix_alpha=0.4, ema=0.99)
     # resumed without --ema: the message says what the run was started with
@@ -434,6 +438,29 @@ def test_photos_carry_their_loss_weight_through_augmentation_and_mixing(data):
         assert all(len(batch) == 3 for batch in seen)
         got = np.concatenate([w.numpy() for _, _, w in seen])
         assert sorted(got.tolist()) == sorted(weights.tolist())
+
+
+@pytest.mark.train
+def test_blur_softens_the_share_of_faces_asked_for():
+    """``--blur`` decides how many faces lose their fine detail: none at 0, every one at 1
+    (the cue "sharp face: FER2013, not a photo" is then gone)."""
+    import tensorflow as tf
+
+    from train.data import blur
+
+    faces = tf.random.uniform([64, 48, 48, 1], seed=5)
+
+    def detail(x):  # energy of the horizontal and vertical differences, per face
+        x = np.asarray(x)[..., 0]
+        return (np.diff(x, axis=1) ** 2).mean(axis=(1, 2)) + (np.diff(x, axis=2) ** 2).mean(
+            axis=(1, 2))
+
+    np.testing.assert_array_equal(blur(faces, 7, 0.0).numpy(), faces.numpy())
+    softened = detail(blur(faces, 7, 1.0)) < detail(faces)
+    assert softened.all()
+    share = np.mean([(detail(blur(faces, seed, 0.3)) < detail(faces) - 1e-6).mean()
+                     for seed in range(10)])
+    assert 0.15 < share < 0.45
 
 
 @pytest.mark.train

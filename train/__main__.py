@@ -53,6 +53,9 @@ def cli() -> None:
 @click.option("--photo-weight", type=float, default=None,
               help="A --photos face's weight in the loss against a FER2013 face's, overriding "
                    "the recipe's.")
+@click.option("--blur", type=float, default=None,
+              help="The share of training faces softened (photo augmentation), overriding the "
+                   "recipe's 0.3: real photos' faces are softer than FER2013's.")
 @click.option("--photos", nargs=2, type=click.Path(exists=True), default=None,
               metavar="FOLDER LABELS",
               help="Also train on these labelled photos (a folder and its labels CSV).")
@@ -61,13 +64,13 @@ def cli() -> None:
               help="Select the best epoch on these labelled photos too (never trained on).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
 def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, ema, photo_weight,
-        photos, dev, limit) -> None:
+        blur, photos, dev, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from train.fit import fit as run_fit
 
     run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
             teacher=teacher, mix_alpha=mix_alpha, ema=ema, photo_weight=photo_weight,
-            photos=photos, dev=dev, limit=limit,
+            blur=blur, photos=photos, dev=dev, limit=limit,
             verbose=1 if sys.stderr.isatty() else 2)
 
 

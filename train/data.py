@@ -96,7 +96,11 @@ def lighting(batch: tf.Tensor, seed: int) -> tf.Tensor:
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
-def blur(batch: tf.Tensor, seed: int, p: float = 0.3) -> tf.Tensor:
+# The share of faces photo augmentation softens unless a recipe says otherwise (archs.Recipe).
+SOFTEN = 0.3
+
+
+def blur(batch: tf.Tensor, seed: int, p: float) -> tf.Tensor:
     """Soften a share ``p`` of the faces: a Gaussian of random strength, or a low-resolution
     copy (a face of 16-40 px in the photo, scaled up), as small or out-of-focus faces are."""
     n = tf.shape(batch)[0]
@@ -123,9 +127,10 @@ def jpeg(image: tf.Tensor, seed: int, p: float = 0.3) -> tf.Tensor:
     return tf.reshape(coded, image.shape)  # the codec forgets the static shape
 
 
-def photo_augment(batch: tf.Tensor, seed: int) -> tf.Tensor:
-    """What faces cut from real photos vary by: pose and framing, light, blur, sensor noise."""
-    x = blur(lighting(affine(batch, seed), seed), seed)
+def photo_augment(batch: tf.Tensor, seed: int, soften: float) -> tf.Tensor:
+    """What faces cut from real photos vary by: pose and framing, light, blur (a share
+    ``soften`` of the faces), sensor noise."""
+    x = blur(lighting(affine(batch, seed), seed), seed, soften)
     noise = tf.random.normal(tf.shape(x), seed=seed + 51)
     sigma = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], 0.0, 0.03, seed=seed + 52)
     return random_erasing(tf.clip_by_value(x + sigma * noise, 0.0, 1.0), seed + 53)
@@ -165,15 +170,15 @@ def mix(batch: tf.Tensor, labels: tf.Tensor, seed: int, alpha: float
 
 def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
                      photo: bool = False, targets: np.ndarray | None = None,
-                     mix_alpha: float = 0.0, weights: np.ndarray | None = None
-                     ) -> tf.data.Dataset:
+                     mix_alpha: float = 0.0, weights: np.ndarray | None = None,
+                     soften: float = SOFTEN) -> tf.data.Dataset:
     """Shuffled, batched, optionally augmented batches.
 
     ``augment``: flip, shift, rotate, zoom and erase (the recipe the 2026-11 models were
     trained with); with ``photo`` as well, ``photo_augment`` and JPEG re-encoding replace it.
     ``targets`` (n, 7) replace the one-hot labels (a teacher's soft targets). ``mix_alpha``
     > 0 mixes the augmented batches (``mix``). ``weights`` (n,) are per-face loss weights
-    (a mixed face keeps its own).
+    (a mixed face keeps its own). ``soften``: the share of faces ``photo_augment`` blurs.
     """
     x = to_inputs(faces.images)
     y = tf.one_hot(faces.labels, N_CLASSES).numpy() if targets is None else targets
@@ -181,7 +186,7 @@ def training_dataset(faces: FaceSet, batch_size: int, augment: bool, seed: int,
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment and photo:
         ds = ds.map(lambda a, b, *w: (jpeg(a, seed), b, *w), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size).map(lambda a, b, *w: (photo_augment(a, seed), b, *w),
+        ds = ds.batch(batch_size).map(lambda a, b, *w: (photo_augment(a, seed, soften), b, *w),
                                       num_parallel_calls=tf.data.AUTOTUNE)
     elif augment:
         geometry = tf.keras.Sequential([

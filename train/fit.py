@@ -138,6 +138,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
         teacher: str | Path | None = None, mix_alpha: float | None = None,
         ema: float | None = None, photo_weight: float | None = None,
+        blur: float | None = None,
         photos: tuple[str | Path, str | Path] | None = None,
         dev: tuple[str | Path, str | Path] | None = None,
         limit: int | None = None, verbose: int = 2) -> Path:
@@ -150,8 +151,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     fine-tuning recipe instead of from scratch. With ``teacher`` (an exported ONNX
     classifier), the targets mix its probabilities in (``soft_targets``); the validation
     slice keeps its true labels. ``mix_alpha`` overrides the recipe's mixup/cutmix
-    (``train.data.mix``; 0 turns it off), ``ema`` its weight averaging and ``photo_weight``
-    its photos' loss weight (``archs.Recipe``). ``photos`` (a folder and its labels CSV) adds
+    (``train.data.mix``; 0 turns it off), ``ema`` its weight averaging, ``photo_weight``
+    its photos' loss weight and ``blur`` the share of faces its augmentation softens
+    (``archs.Recipe``). ``photos`` (a folder and its labels CSV) adds
     real labelled photos to the training faces, cropped as ``facevalue score`` crops them
     (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
     same, for other photos) selects the best epoch on the mean of the slice's and those
@@ -188,6 +190,12 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if photo_weight <= 0:
             raise RunError(f"--photo-weight must be > 0, not {photo_weight}")
         recipe = replace(recipe, photo_weight=photo_weight)
+    if blur is not None:
+        if not 0 <= blur <= 1:
+            raise RunError(f"--blur must be in [0, 1], not {blur}")
+        if not recipe.photo_augment:
+            raise RunError(f"--blur sets photo augmentation's blur; {arch}'s recipe has none")
+        recipe = replace(recipe, blur=blur)
     _check_writable(out)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
@@ -270,7 +278,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     model.fit(
         training_dataset(train, recipe.batch_size, recipe.augment, seed,
                          photo=recipe.photo_augment, targets=targets,
-                         mix_alpha=recipe.mix_alpha, weights=weights),
+                         mix_alpha=recipe.mix_alpha, weights=weights, soften=recipe.blur),
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             # first, so the dev figures, the checkpoints and the log see the averaged weights
