@@ -361,7 +361,9 @@ def in_order(arrived: Iterable[tuple[int, bytes]], photos: list[Photo],
     Only a result that came before its turn waits, pickled, so the driver holds no more
     than what Ray finished ahead of the oldest unit still being scored. A video that arrives
     ahead of its turn is handed to ``stats.early`` at once (the job saves it then, as it does
-    for the local engine); every video's frames are counted as it arrives.
+    for the local engine); every video's frames are counted as it arrives. Should Ray end the
+    stream with a result missing, the run stops with an ``EngineError`` rather than write
+    tables that silently lack a photo.
     """
     ahead: dict[int, bytes] = {}
     turn = 0
@@ -376,6 +378,10 @@ def in_order(arrived: Iterable[tuple[int, bytes]], photos: list[Photo],
         while turn in ahead:
             yield pickle.loads(ahead.pop(turn))
             turn += 1
+    if turn < len(photos):
+        raise EngineError(f"Ray returned no result for {photos[turn].path} ({len(photos) - turn}"
+                          f" of {len(photos)} files unanswered); rerun the same command to "
+                          "score them")
 
 
 def plan(ray: Any, job: Job, photos: list[Photo], options: RayOptions) -> tuple[Any, int]:

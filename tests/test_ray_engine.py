@@ -193,7 +193,7 @@ def test_results_are_put_back_in_order_and_videos_that_come_early_are_handed_ove
     import pickle
 
     from facevalue.discover import Photo
-    from facevalue.engine import RunStats
+    from facevalue.engine import EngineError, RunStats
     from facevalue.ray_engine import in_order
     from facevalue.records import PhotoResult, VideoResult
 
@@ -216,6 +216,11 @@ def test_results_are_put_back_in_order_and_videos_that_come_early_are_handed_ove
     assert list(ordered) == results[1:]
     assert early == ["d.mp4", "b.mp4"]  # e.mp4 came in its turn: the job saves it then
     assert stats.sampled == 2 + 4 + 5  # a video's frames, counted as it arrives
+    # a result Ray never delivered stops the run with a message, not a short table
+    lost = in_order(((p, pickle.dumps(results[p])) for p in (0, 2, 3, 4)), photos, RunStats())
+    assert next(lost) == results[0]
+    with pytest.raises(EngineError, match=r"no result for b\.mp4 \(4 of 5 files unanswered\)"):
+        list(lost)
 
 
 @pytest.mark.ray
