@@ -156,8 +156,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     (``archs.Recipe``). ``photos`` (a folder and its labels CSV) adds
     real labelled photos to the training faces, cropped as ``facevalue score`` crops them
     (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
-    same, for other photos) selects the best epoch on the mean of the slice's and those
-    photos' accuracy (``select`` in log.csv): a model for photos and FER2013 alike.
+    same, for other photos) selects the best epoch on the mean of the slice's accuracy and
+    those photos' mean recall over their labelled classes (``select`` in log.csv): a model for
+    photos and FER2013 alike, not one that buys photo accuracy by calling every photo neutral.
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
