@@ -570,6 +570,86 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     assert "Flip averaging (the validation slice)" in card
 
 
+@pytest.mark.train
+def test_partial_crossentropy_asks_a_photo_only_about_its_sets_classes():
+    """At share 1 a neutral/happy photo's loss ignores the logits of the classes its set never
+    labelled; FER2013 faces (every class) and plain targets get the ordinary cross-entropy."""
+    import keras
+
+    from train.losses import PartialCrossentropy, with_classes
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 7)).astype(np.float32)
+    targets = np.eye(7, dtype=np.float32)[[6, 3, 0, 5]]
+    photo = np.isin(np.arange(7), [3, 6]).astype(np.float32)
+    classes = np.stack([photo, photo, np.ones(7), np.ones(7)]).astype(np.float32)
+    y = with_classes(targets, classes)
+    for smoothing in (0.0, 0.1):
+        plain = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=smoothing, reduction=None)(targets, logits)
+        zero = PartialCrossentropy(0.0, smoothing, reduction=None)
+        np.testing.assert_allclose(zero(y, logits), plain, rtol=1e-5)
+        np.testing.assert_allclose(zero(targets, logits), plain, rtol=1e-5)
+        whole = PartialCrossentropy(1.0, smoothing, reduction=None)
+        got = np.asarray(whole(y, logits))
+        np.testing.assert_allclose(got[2:], np.asarray(plain)[2:], rtol=1e-5)  # FER2013 faces
+        assert (got[:2] < np.asarray(plain)[:2]).all()
+        moved = logits.copy()
+        moved[:2, [0, 1, 2, 4, 5]] += 5.0  # the photos now look angry, sad, surprised...
+        np.testing.assert_allclose(whole(y, moved)[:2], got[:2], rtol=1e-5)
+        assert (np.asarray(PartialCrossentropy(0.5, smoothing, reduction=None)(y, moved))[:2]
+                > got[:2]).all()
+
+
+@pytest.mark.train
+def test_photo_partial_trains_and_resumes_from_last_keras(data, tmp_path, monkeypatch):
+    """--photo-partial runs end to end: the widened targets train, ``accuracy`` is still
+    logged, and a stopped run resumes from last.keras (the loss is saved with the model)."""
+    import shutil
+
+    import pandas as pd
+    from conftest import SAMPLE_DATA
+
+    from train import fit as fit_module
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _, csv, _ = data
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        shutil.copy(SAMPLE_DATA / "photos" / "nasa" / "astronaut.jpg", photos / f"p{i}.jpg")
+    pd.DataFrame([(f"p{i}.jpg", "happy" if i % 2 else "neutral") for i in range(4)],
+                 columns=["file", "label"]).to_csv(tmp_path / "labels.csv", index=False)
+    pair = (photos, tmp_path / "labels.csv")
+    with pytest.raises(fit_module.RunError, match="give --photos"):
+        fit_module.fit(csv, "fvlite", tmp_path / "bad", epochs=1, photo_partial=0.5)
+    with pytest.raises(fit_module.RunError, match="cannot be combined with mixing"):
+        fit_module.fit(csv, "fvlite", tmp_path / "bad", epochs=1, photo_partial=0.5,
+                       mix_alpha=0.4, photos=pair)
+    with pytest.raises(fit_module.RunError, match="must be in"):
+        fit_module.fit(csv, "fvlite", tmp_path / "bad", epochs=1, photo_partial=2.0,
+                       photos=pair)
+    run = tmp_path / "run"
+
+    def stop_after_first_epoch(self, epoch, logs=None):
+        with self.path.open("a") as f:
+            f.write(f"{epoch},0.1\n")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair,
+                           photo_partial=0.5)
+    assert json.loads((run / "config.json").read_text())["recipe"]["photo_partial"] == 0.5
+    with pytest.raises(fit_module.RunError, match="started with --photo-partial 0.5"):
+        fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair)
+    fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair, photo_partial=0.5)
+    log = pd.read_csv(run / "log.csv")
+    assert log["epoch"].tolist() == [0, 1]
+    assert log["accuracy"].between(0, 1).all() and np.isfinite(log["loss"]).all()
+
+
 def test_python_m_train_without_tensorflow_is_one_line(monkeypatch, tmp_path):
     """Issue 20, defect 17: no 25-line ModuleNotFoundError from `python -m train fit`."""
     import sys

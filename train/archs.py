@@ -52,12 +52,16 @@ class Recipe:
     # for the 48 px faces), so when most FER2013 faces stay sharp, "soft" tells a network
     # "real photo" (and, with faces-train, "neutral or happy"); a higher share removes the cue.
     blur: float = SOFTEN
+    # The share of a --photos face's loss that asks only which of its set's classes it shows
+    # (``train.losses``): faces-train was chosen to hold neutral and happy faces only, so it
+    # says nothing about how often real photos show the other emotions.
+    photo_partial: float = 0.0
 
 
 # Recipe settings that ``train fit`` options override: part of a run's identity (a resume
 # with other values is refused) and of its card's rebuild command.
 OVERRIDES = {"mix_alpha": "--mix", "ema": "--ema", "photo_weight": "--photo-weight",
-             "blur": "--blur"}
+             "blur": "--blur", "photo_partial": "--photo-partial"}
 
 
 def recorded(config: dict, key: str) -> float:

@@ -17,7 +17,7 @@ from facevalue import fer2013
 from facevalue.contract import LABELS
 from facevalue.errors import FacevalueError
 from facevalue.evaluate import class_metrics, confusion_matrix
-from train import archs
+from train import archs, losses
 from train.data import eval_dataset, to_inputs, training_dataset
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         seed: int = 2017, precision: str = "fp32", init: str | Path | None = None,
         teacher: str | Path | None = None, mix_alpha: float | None = None,
         ema: float | None = None, photo_weight: float | None = None,
-        blur: float | None = None,
+        blur: float | None = None, photo_partial: float | None = None,
         photos: tuple[str | Path, str | Path] | None = None,
         dev: tuple[str | Path, str | Path] | None = None,
         limit: int | None = None, verbose: int = 2) -> Path:
@@ -152,8 +152,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     classifier), the targets mix its probabilities in (``soft_targets``); the validation
     slice keeps its true labels. ``mix_alpha`` overrides the recipe's mixup/cutmix
     (``train.data.mix``; 0 turns it off), ``ema`` its weight averaging, ``photo_weight``
-    its photos' loss weight and ``blur`` the share of faces its augmentation softens
-    (``archs.Recipe``). ``photos`` (a folder and its labels CSV) adds
+    its photos' loss weight, ``blur`` the share of faces its augmentation softens and
+    ``photo_partial`` the share of a photo's loss that asks only which of its set's classes
+    it shows (``archs.Recipe``, ``train.losses``). ``photos`` (a folder and its labels CSV) adds
     real labelled photos to the training faces, cropped as ``facevalue score`` crops them
     (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
     same, for other photos) selects the best epoch on the mean of the slice's accuracy and
@@ -197,6 +198,15 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if not recipe.photo_augment:
             raise RunError(f"--blur sets photo augmentation's blur; {arch}'s recipe has none")
         recipe = replace(recipe, blur=blur)
+    if photo_partial is not None:
+        if not 0 <= photo_partial <= 1:
+            raise RunError(f"--photo-partial must be in [0, 1], not {photo_partial}")
+        if photo_partial and photos is None:
+            raise RunError("--photo-partial weighs the loss of --photos faces: give --photos")
+        recipe = replace(recipe, photo_partial=photo_partial)
+    if recipe.photo_partial and recipe.mix_alpha:
+        raise RunError("--photo-partial cannot be combined with mixing (--mix 0 turns it off): "
+                       "a mixed face has no one set of classes")
     _check_writable(out)
     epochs = epochs or recipe.epochs
     keras.utils.set_random_seed(seed)
@@ -228,6 +238,13 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if targets is not None:
             targets = np.concatenate([targets, np.eye(archs.N_CLASSES, dtype=np.float32)[
                 extra.labels]])
+        if recipe.photo_partial:
+            # each face's set's classes: all for FER2013, the labelled ones for the photos
+            classes = np.ones((len(train), archs.N_CLASSES), np.float32)
+            classes[-len(extra):] = np.isin(np.arange(archs.N_CLASSES), extra.labels)
+            if targets is None:
+                targets = np.eye(archs.N_CLASSES, dtype=np.float32)[train.labels]
+            targets = losses.with_classes(targets, classes)
     dev_faces = None
     if dev is not None:
         dev_faces, config["dev"] = labelled_photos(*dev)
@@ -260,10 +277,16 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if init is not None and not done_epochs:
             # Same layers, other dropout rates: the weights carry over one for one.
             model.set_weights(best_network(init).get_weights())
-        model.compile(_optimizer(recipe, steps, epochs),
-                      keras.losses.CategoricalCrossentropy(
-                          from_logits=True, label_smoothing=recipe.label_smoothing),
-                      metrics=["accuracy"])
+        if recipe.photo_partial:
+            loss: keras.losses.Loss = losses.PartialCrossentropy(recipe.photo_partial,
+                                                                 recipe.label_smoothing)
+            accuracy: object = keras.metrics.MeanMetricWrapper(losses.label_accuracy,
+                                                               name="accuracy")
+        else:
+            loss = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=recipe.label_smoothing)
+            accuracy = "accuracy"
+        model.compile(_optimizer(recipe, steps, epochs), loss, metrics=[accuracy])
         if done_epochs:  # a fresh checkout: the committed last weights (the optimiser's
             model.optimizer.build(model.trainable_variables)  # moments are in the file too)
             model.load_weights(out / LAST_WEIGHTS)
