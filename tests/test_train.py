@@ -7,6 +7,7 @@ marked ``train``. Each network is fitted once per session and shared by the test
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -509,20 +510,14 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     np.testing.assert_allclose(ours(x), theirs(x), atol=1e-2)
 
 
-@pytest.mark.train
-def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
-        data, tmp_path, monkeypatch):
-    """fit --photos adds the photos' crops, --dev logs ``select``; a run stopped after an
-    epoch continues from the committed files alone (last weights, no last.keras)."""
+def neutral_and_happy_photos(tmp_path: Path) -> tuple[Path, Path]:
+    """Six copies of the sample portraits labelled neutral and happy in turn, as faces-train
+    is: a photo folder and its labels CSV."""
     import shutil
 
     import pandas as pd
     from conftest import SAMPLE_DATA
 
-    from train import fit as fit_module
-
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the crop cache
-    _, csv, _ = data
     photos = tmp_path / "photos"
     photos.mkdir()
     portraits = [SAMPLE_DATA / "photos" / "nasa" / "astronaut.jpg",
@@ -532,18 +527,41 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
         shutil.copy(portraits[i % 2], photos / f"p{i}.jpg")
         rows.append((f"p{i}.jpg", "happy" if i % 2 else "neutral"))
     pd.DataFrame(rows, columns=["file", "label"]).to_csv(tmp_path / "labels.csv", index=False)
-    pair = (photos, tmp_path / "labels.csv")
-    run = tmp_path / "run"
+    return photos, tmp_path / "labels.csv"
 
-    def stop_after_first_epoch(self, epoch, logs=None):
+
+def fit_stopped_after_one_epoch(monkeypatch, *args, **kwargs) -> None:
+    """``train.fit.fit`` interrupted once its first epoch is saved, as a session's end
+    interrupts a run."""
+    from train import fit as fit_module
+
+    def stop(self, epoch, logs=None):
         with self.path.open("a") as f:
             f.write(f"{epoch},0.1\n")
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop_after_first_epoch)
+        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop)
         with pytest.raises(KeyboardInterrupt):
-            fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair, dev=pair)
+            fit_module.fit(*args, **kwargs)
+
+
+@pytest.mark.train
+def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
+        data, tmp_path, monkeypatch):
+    """fit --photos adds the photos' crops, --dev logs ``select``; a run stopped after an
+    epoch continues from the committed files alone (last weights, no last.keras)."""
+
+    import pandas as pd
+
+    from train import fit as fit_module
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the crop cache
+    _, csv, _ = data
+    pair = neutral_and_happy_photos(tmp_path)
+    run = tmp_path / "run"
+    fit_stopped_after_one_epoch(monkeypatch, csv, "fvlite", run, epochs=2, verbose=0,
+                                photos=pair, dev=pair)
     config = json.loads((run / "config.json").read_text())
     assert config["photos"]["rows"] == 6
     assert config["photos"]["per_class"] == {"happiness": 3, "neutral": 3}
@@ -605,22 +623,14 @@ def test_partial_crossentropy_asks_a_photo_only_about_its_sets_classes():
 def test_photo_partial_trains_and_resumes_from_last_keras(data, tmp_path, monkeypatch):
     """--photo-partial runs end to end: the widened targets train, ``accuracy`` is still
     logged, and a stopped run resumes from last.keras (the loss is saved with the model)."""
-    import shutil
 
     import pandas as pd
-    from conftest import SAMPLE_DATA
 
     from train import fit as fit_module
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     _, csv, _ = data
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        shutil.copy(SAMPLE_DATA / "photos" / "nasa" / "astronaut.jpg", photos / f"p{i}.jpg")
-    pd.DataFrame([(f"p{i}.jpg", "happy" if i % 2 else "neutral") for i in range(4)],
-                 columns=["file", "label"]).to_csv(tmp_path / "labels.csv", index=False)
-    pair = (photos, tmp_path / "labels.csv")
+    pair = neutral_and_happy_photos(tmp_path)
     with pytest.raises(fit_module.RunError, match="give --photos"):
         fit_module.fit(csv, "fvlite", tmp_path / "bad", epochs=1, photo_partial=0.5)
     with pytest.raises(fit_module.RunError, match="cannot be combined with mixing"):
@@ -630,17 +640,8 @@ def test_photo_partial_trains_and_resumes_from_last_keras(data, tmp_path, monkey
         fit_module.fit(csv, "fvlite", tmp_path / "bad", epochs=1, photo_partial=2.0,
                        photos=pair)
     run = tmp_path / "run"
-
-    def stop_after_first_epoch(self, epoch, logs=None):
-        with self.path.open("a") as f:
-            f.write(f"{epoch},0.1\n")
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(fit_module._EpochTimer, "on_epoch_end", stop_after_first_epoch)
-        with pytest.raises(KeyboardInterrupt):
-            fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair,
-                           photo_partial=0.5)
+    fit_stopped_after_one_epoch(monkeypatch, csv, "fvlite", run, epochs=2, verbose=0,
+                                photos=pair, photo_partial=0.5)
     assert json.loads((run / "config.json").read_text())["recipe"]["photo_partial"] == 0.5
     with pytest.raises(fit_module.RunError, match="started with --photo-partial 0.5"):
         fit_module.fit(csv, "fvlite", run, epochs=2, verbose=0, photos=pair)
