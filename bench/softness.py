@@ -71,12 +71,13 @@ def main() -> None:
     lines += [f"| {name} | {len(x)} | {sharpness(x):.0f} |" for name, x in sets.items()]
     lines += ["", f"| model | PublicTest blur sigma (px) | median Laplacian variance | accuracy "
               f"| {', '.join(TOWARDS_NEUTRAL)} read as neutral |", "|---|---:|---:|---:|---:|"]
+    views = {sigma: soften(images, sigma) for sigma in SIGMAS}  # the same for every model
+    detail = {sigma: sharpness(view) for sigma, view in views.items()}
     for path in args.models:
         classifier = Classifier(path, device="cpu")
-        for sigma in SIGMAS:
-            blurred = soften(images, sigma)
-            top = classifier.predict(blurred[..., None], 256).argmax(axis=1)
-            lines.append(f"| {path.stem} | {sigma:g} | {sharpness(blurred):.0f} | "
+        for sigma, view in views.items():
+            top = classifier.predict(view[..., None], 256).argmax(axis=1)
+            lines.append(f"| {path.stem} | {sigma:g} | {detail[sigma]:.0f} | "
                          f"{(top == truth).mean():.1%} | {(top[moved] == neutral).mean():.1%} |")
     table = "\n".join(lines) + "\n"
     print(table)

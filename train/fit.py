@@ -280,8 +280,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if recipe.photo_partial:
             loss: keras.losses.Loss = losses.PartialCrossentropy(recipe.photo_partial,
                                                                  recipe.label_smoothing)
-            accuracy: object = keras.metrics.MeanMetricWrapper(losses.label_accuracy,
-                                                               name="accuracy")
+            accuracy: str | keras.metrics.Metric = keras.metrics.MeanMetricWrapper(
+                losses.label_accuracy, name="accuracy")
         else:
             loss = keras.losses.CategoricalCrossentropy(
                 from_logits=True, label_smoothing=recipe.label_smoothing)
