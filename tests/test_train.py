@@ -651,6 +651,94 @@ def test_photo_partial_trains_and_resumes_from_last_keras(data, tmp_path, monkey
     assert log["accuracy"].between(0, 1).all() and np.isfinite(log["loss"]).all()
 
 
+def flip_averaging_teacher(tmp_path: Path) -> Path:
+    """The tiny classifier, saying it was exported with flips folded in (as fvnet64 was)."""
+    from conftest import build_tiny_model, tiny_contract
+
+    return build_tiny_model(tmp_path / "flipped.onnx",
+                            metadata=tiny_contract(**{"facevalue.tta": "hflip"}).to_metadata())
+
+
+@pytest.mark.train
+def test_teacher_views_are_reproducible_scored_once_and_stay_with_their_targets(tiny_model,
+                                                                                tmp_path):
+    """train.views: the same faces and seed give the same views, the teacher's
+    probabilities are the teacher's on those very views (cached, and a changed view is a
+    miss), and a training batch pairs every view with its own targets."""
+    from train import views
+
+    images = np.random.default_rng(3).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    drawn = views.draw_views(images, 3, 2017, 0.3)
+    assert drawn.shape == (10, 3, 48, 48) and drawn.dtype == np.uint8
+    np.testing.assert_array_equal(drawn, views.draw_views(images, 3, 2017, 0.3))
+    assert not np.array_equal(drawn[:, 0], drawn[:, 1])  # three different views
+    assert not np.array_equal(drawn, views.draw_views(images, 3, 7, 0.3))
+
+    teacher, cache = flip_averaging_teacher(tmp_path), tmp_path / "cache"
+    probs = views.teacher_probabilities(teacher, drawn, cache)
+    for v in range(3):
+        np.testing.assert_allclose(probs[:, v], Classifier(teacher, "cpu").predict(
+            drawn[:, v, :, :, None]), atol=1e-6)
+    assert len(list(cache.iterdir())) == 1
+    np.testing.assert_array_equal(views.teacher_probabilities(teacher, drawn, cache), probs)
+    changed = drawn.copy()
+    changed[0, 0] ^= 1
+    views.teacher_probabilities(teacher, changed, cache)
+    assert len(list(cache.iterdir())) == 2
+    assert views.mirror_invariant(teacher) and not views.mirror_invariant(tiny_model)
+
+    # view v of every face is uniformly 40 v + face, its target says v
+    k, n = 4, 12
+    pixels = 40 * np.arange(k)[None, :] + np.arange(n)[:, None]
+    constant = np.broadcast_to(pixels[..., None, None], (n, k, 48, 48)).astype(np.uint8)
+    targets = np.broadcast_to(np.eye(7, dtype=np.float32)[:k], (n, k, 7)).copy()
+    seen = set()
+    for _ in range(5):
+        for x, y in views.views_dataset(constant, targets, 6, seed=1):
+            value = np.rint(x.numpy()[:, 0, 0, 0] * 255).astype(int)
+            assert x.shape == (6, 48, 48, 1)
+            np.testing.assert_array_equal(np.argmax(y.numpy(), axis=1), value // 40)
+            seen |= set((value // 40).tolist())
+    assert seen == set(range(k))  # every view comes up
+
+
+@pytest.mark.train
+def test_teacher_views_train_with_photos_and_resume(data, tiny_model, tmp_path, monkeypatch):
+    """--teacher-views runs end to end with photos and --photo-partial, is part of the
+    run's identity and of its rebuild command, and is refused where it cannot mean what it
+    says."""
+    import pandas as pd
+
+    from train import fit as fit_module
+    from train.export_card import rebuild_commands
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _, csv, _ = data
+    pair, teacher = neutral_and_happy_photos(tmp_path), flip_averaging_teacher(tmp_path)
+    bad = tmp_path / "bad"
+    for kwargs, message in (({}, "needs a --teacher"),
+                            ({"teacher": tiny_model}, "without flip averaging"),
+                            ({"teacher": teacher, "mix_alpha": 0.4}, "cannot be combined"),
+                            ({"teacher": teacher, "teacher_views": -1}, "must be >= 0")):
+        with pytest.raises(fit_module.RunError, match=message):
+            fit_module.fit(csv, "fvlite", bad, epochs=1, **{"teacher_views": 2, **kwargs})
+    with pytest.raises(fit_module.RunError, match="no photo augmentation"):
+        fit_module.fit(csv, "fvnet", bad, epochs=1, teacher=teacher, teacher_views=2)
+    run = tmp_path / "runs" / "run"
+    options = {"epochs": 2, "verbose": 0, "photos": pair, "photo_partial": 0.5,
+               "teacher": teacher}
+    fit_stopped_after_one_epoch(monkeypatch, csv, "fvlite", run, teacher_views=2, **options)
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"]["teacher_views"] == 2
+    assert "--teacher-views 2" in rebuild_commands(run, teacher, config, "none")
+    with pytest.raises(fit_module.RunError, match="started with --teacher-views 2"):
+        fit_module.fit(csv, "fvlite", run, **options)
+    fit_module.fit(csv, "fvlite", run, teacher_views=2, **options)
+    log = pd.read_csv(run / "log.csv")
+    assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
+    assert len(list((tmp_path / "home" / ".cache" / "facevalue" / "views").iterdir())) == 1
+
+
 def test_python_m_train_without_tensorflow_is_one_line(monkeypatch, tmp_path):
     """Issue 20, defect 17: no 25-line ModuleNotFoundError from `python -m train fit`."""
     import sys

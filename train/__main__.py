@@ -59,6 +59,9 @@ def cli() -> None:
 @click.option("--photo-partial", type=float, default=None,
               help="The share of a --photos face's loss that asks only which of the photo set's "
                    "labelled classes it shows (0: none), overriding the recipe's.")
+@click.option("--teacher-views", type=int, default=None,
+              help="With --teacher: the teacher scores this many augmented views of each face "
+                   "once, and each epoch learns one view's own targets (0: fixed targets).")
 @click.option("--photos", nargs=2, type=click.Path(exists=True), default=None,
               metavar="FOLDER LABELS",
               help="Also train on these labelled photos (a folder and its labels CSV).")
@@ -67,13 +70,14 @@ def cli() -> None:
               help="Select the best epoch on these labelled photos too (never trained on).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Use the first N rows only.")
 def fit(data, arch, out, epochs, seed, precision, init, teacher, mix_alpha, ema, photo_weight,
-        blur, photo_partial, photos, dev, limit) -> None:
+        blur, photo_partial, teacher_views, photos, dev, limit) -> None:
     """Fit ARCH on the Training rows, selecting the best epoch on a slice of them."""
     from train.fit import fit as run_fit
 
     run_fit(data, arch, out, epochs=epochs, seed=seed, precision=precision, init=init,
             teacher=teacher, mix_alpha=mix_alpha, ema=ema, photo_weight=photo_weight,
-            blur=blur, photo_partial=photo_partial, photos=photos, dev=dev, limit=limit,
+            blur=blur, photo_partial=photo_partial, teacher_views=teacher_views,
+            photos=photos, dev=dev, limit=limit,
             verbose=1 if sys.stderr.isatty() else 2)
 
 

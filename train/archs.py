@@ -56,12 +56,16 @@ class Recipe:
     # (``train.losses``): faces-train was chosen to hold neutral and happy faces only, so it
     # says nothing about how often real photos show the other emotions.
     photo_partial: float = 0.0
+    # > 0 (with a teacher): the teacher scores this many augmented views of each face once,
+    # and the student learns each view's own targets (``train.views``: consistent teaching).
+    teacher_views: int = 0
 
 
 # Recipe settings that ``train fit`` options override: part of a run's identity (a resume
 # with other values is refused) and of its card's rebuild command.
 OVERRIDES = {"mix_alpha": "--mix", "ema": "--ema", "photo_weight": "--photo-weight",
-             "blur": "--blur", "photo_partial": "--photo-partial"}
+             "blur": "--blur", "photo_partial": "--photo-partial",
+             "teacher_views": "--teacher-views"}
 
 
 def recorded(config: dict, key: str) -> float:

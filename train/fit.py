@@ -17,7 +17,7 @@ from facevalue import fer2013
 from facevalue.contract import LABELS
 from facevalue.errors import FacevalueError
 from facevalue.evaluate import class_metrics, confusion_matrix
-from train import archs, losses
+from train import archs, losses, views
 from train.data import eval_dataset, to_inputs, training_dataset
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         teacher: str | Path | None = None, mix_alpha: float | None = None,
         ema: float | None = None, photo_weight: float | None = None,
         blur: float | None = None, photo_partial: float | None = None,
+        teacher_views: int | None = None,
         photos: tuple[str | Path, str | Path] | None = None,
         dev: tuple[str | Path, str | Path] | None = None,
         limit: int | None = None, verbose: int = 2) -> Path:
@@ -154,12 +155,14 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
     (``train.data.mix``; 0 turns it off), ``ema`` its weight averaging, ``photo_weight``
     its photos' loss weight, ``blur`` the share of faces its augmentation softens and
     ``photo_partial`` the share of a photo's loss that asks only which of its set's classes
-    it shows (``archs.Recipe``, ``train.losses``). ``photos`` (a folder and its labels CSV) adds
-    real labelled photos to the training faces, cropped as ``facevalue score`` crops them
-    (``train.photos``; their targets stay their labels, a teacher's or not). ``dev`` (the
-    same, for other photos) selects the best epoch on the mean of the slice's accuracy and
-    those photos' mean recall over their labelled classes (``select`` in log.csv): a model for
-    photos and FER2013 alike, not one that buys photo accuracy by calling every photo neutral.
+    it shows (``archs.Recipe``, ``train.losses``) and ``teacher_views`` the number of
+    augmented views of each face the teacher scores for the student (``train.views``).
+    ``photos`` (a folder and its labels CSV) adds real labelled photos to the training faces,
+    cropped as ``facevalue score`` crops them (``train.photos``; their targets stay their
+    labels, a teacher's or not). ``dev`` (the same, for other photos) selects the best epoch
+    on the mean of the slice's accuracy and those photos' mean recall over their labelled
+    classes (``select`` in log.csv): a model for photos and FER2013 alike, not one that buys
+    photo accuracy by calling every photo neutral.
     """
     out = Path(out)
     recipe = archs.RECIPES[arch]
@@ -204,6 +207,21 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         if photo_partial and photos is None:
             raise RunError("--photo-partial weighs the loss of --photos faces: give --photos")
         recipe = replace(recipe, photo_partial=photo_partial)
+    if teacher_views is not None:
+        if teacher_views < 0:
+            raise RunError(f"--teacher-views must be >= 0 (0: fixed targets), not {teacher_views}")
+        if teacher_views and teacher is None:
+            raise RunError("--teacher-views needs a --teacher to score the views")
+        if teacher_views and not recipe.photo_augment:
+            raise RunError(f"--teacher-views draws photo-augmented views; {arch}'s recipe has "
+                           "no photo augmentation")
+        if teacher_views and teacher is not None and not views.mirror_invariant(teacher):
+            raise RunError(f"{teacher} was exported without flip averaging: a mirrored view "
+                           "would need its own target; use a teacher exported with --tta hflip")
+        recipe = replace(recipe, teacher_views=teacher_views)
+    if recipe.teacher_views and recipe.mix_alpha:
+        raise RunError("--teacher-views cannot be combined with mixing (--mix 0 turns it off): "
+                       "the teacher scored the views unmixed")
     if recipe.photo_partial and recipe.mix_alpha:
         raise RunError("--photo-partial cannot be combined with mixing (--mix 0 turns it off): "
                        "a mixed face has no one set of classes")
@@ -219,11 +237,14 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
               "data": str(data), "recipe": asdict(recipe), **info, "hardware": this_machine()}
     if init is not None:
         config["init"] = str(init)
-    targets = None
+    targets, fer_rows = None, len(train)
     if teacher is not None:
         import hashlib
 
-        targets = soft_targets(teacher, train, recipe.distill_weight)
+        # with views, the FER2013 faces' targets are filled in per view below
+        targets = (np.eye(archs.N_CLASSES, dtype=np.float32)[train.labels]
+                   if recipe.teacher_views else
+                   soft_targets(teacher, train, recipe.distill_weight))
         config["teacher"] = {"model": Path(teacher).name, "weight": recipe.distill_weight,
                              "sha256": hashlib.sha256(Path(teacher).read_bytes()).hexdigest()}
     weights = None
@@ -299,10 +320,23 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         swap._ema_weights_in_model = bool(done_epochs)
         averaging.append(swap)
     started = time.time()
+    # after the resume checks: the teacher's views can take minutes
+    if recipe.teacher_views and teacher is not None and targets is not None:
+        face_views = views.draw_views(train.images, recipe.teacher_views, seed, recipe.blur)
+        probs = views.teacher_probabilities(teacher, face_views[:fer_rows])
+        per_view = np.repeat(targets[:, None], recipe.teacher_views, axis=1)
+        onehot = np.eye(archs.N_CLASSES, dtype=np.float32)[train.labels[:fer_rows]]
+        per_view[:fer_rows, :, :archs.N_CLASSES] = (recipe.distill_weight * probs + (
+            1 - recipe.distill_weight) * onehot[:, None])
+        dataset = views.views_dataset(face_views, per_view, recipe.batch_size, seed, weights)
+        log.info("views and the teacher's targets ready after %.0f s", time.time() - started)
+    else:
+        dataset = training_dataset(train, recipe.batch_size, recipe.augment, seed,
+                                   photo=recipe.photo_augment, targets=targets,
+                                   mix_alpha=recipe.mix_alpha, weights=weights,
+                                   soften=recipe.blur)
     model.fit(
-        training_dataset(train, recipe.batch_size, recipe.augment, seed,
-                         photo=recipe.photo_augment, targets=targets,
-                         mix_alpha=recipe.mix_alpha, weights=weights, soften=recipe.blur),
+        dataset,
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
         verbose=verbose, callbacks=[
             # first, so the dev figures, the checkpoints and the log see the averaged weights
