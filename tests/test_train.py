@@ -710,7 +710,7 @@ def test_teacher_views_train_with_photos_and_resume(data, tiny_model, tmp_path, 
     import pandas as pd
 
     from train import fit as fit_module
-    from train.export_card import rebuild_commands
+    from train.export_card import _data_section, rebuild_commands
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     _, csv, _ = data
@@ -731,6 +731,7 @@ def test_teacher_views_train_with_photos_and_resume(data, tiny_model, tmp_path, 
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"]["teacher_views"] == 2
     assert "--teacher-views 2" in rebuild_commands(run, teacher, config, "none")
+    assert any("scored 2 augmented views of each face" in line for line in _data_section(config))
     with pytest.raises(fit_module.RunError, match="started with --teacher-views 2"):
         fit_module.fit(csv, "fvlite", run, **options)
     fit_module.fit(csv, "fvlite", run, teacher_views=2, **options)

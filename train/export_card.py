@@ -137,10 +137,10 @@ def _data_section(config: dict) -> list[str]:
         lines += ["", f"Distilled: the FER2013 faces' targets are {teacher['weight']:g} x the "
                   f"probabilities of `{teacher['model']}` (sha256 `{teacher['sha256']}`) plus "
                   f"{1 - teacher['weight']:g} x their labels"
-                  + (f", the teacher's for each of {views} augmented views of the face that "
-                     "it scored once, the student getting one at random each epoch "
-                     "(`train.views`)." if (views := archs.recorded(config, "teacher_views"))
-                     else ".")]
+                  + (f"; the teacher scored {views} augmented views of each face once, and "
+                     "each epoch the student saw one of them at random with that view's "
+                     "probabilities (`train.views`)." if (views := archs.recorded(
+                         config, "teacher_views")) else ".")]
     return lines
 
 
