@@ -13,6 +13,11 @@ flip averaging counts twice.
 
     python bench/classifier_speed.py --models fvnet fvnet-photo-fp32 exports/fvlite-s2.onnx \
         --readme bench/README.md
+
+``--widths 16-40-96-224 16-32-96-288`` also times untrained fvnet-family networks with those
+four stages' filters (built and exported with the [train] extra, no flips): what a wider
+student would cost before hours are spent training it. Their speed does not depend on the
+weights, so untrained graphs give the trained ones' faces/s.
 """
 
 from __future__ import annotations
@@ -58,6 +63,23 @@ def macs_per_face(path: Path) -> int:
     return total
 
 
+def untrained(widths: str, folder: Path) -> Path:
+    """An untrained fvnet-family network with stages ``a-b-c-d`` as a contract-carrying
+    ONNX file, exported as ``train export`` exports (softmax in the graph, no flips)."""
+    import onnx.helper
+
+    from train.archs import fvnet
+    from train.export import CONTRACT, convert, serving_function
+
+    network = fvnet(widths=[int(w) for w in widths.split("-")], dropout_scale=0.5)
+    proto = convert(serving_function([network], 1.0, "none"))
+    onnx.helper.set_model_props(proto, CONTRACT.to_metadata())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"untrained-{widths}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
 def measure(models: list[str], faces: int, rounds: int, batch: int) -> dict[str, dict]:
     """faces/s of each model per round (one thread), alternating models within each round."""
     classifiers: dict[str, Classifier] = {}
@@ -92,7 +114,9 @@ def table(results: dict[str, dict], info: dict, args: argparse.Namespace) -> str
              f"alternating rounds ({training}): median faces/s (slowest-fastest round). "
              "The ratio divides by the first row's median.", "",
              "`python bench/classifier_speed.py --models "
-             f"{' '.join(args.models)} --readme bench/README.md`", "",
+             f"{' '.join(args.models)}"
+             + (f" --widths {' '.join(args.widths)}" if args.widths else "")
+             + " --readme bench/README.md`", "",
              "| model | sha256 | flips in graph | MACs per face | faces/s | ratio |",
              "|---|---|---|---:|---:|---:|"]
     for stem, row in results.items():
@@ -106,15 +130,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["fvnet", "fvnet-photo-fp32"],
                         help="shipped model names or ONNX files; the first is the baseline")
+    parser.add_argument("--widths", nargs="+", default=[], metavar="A-B-C-D",
+                        help="also time untrained fvnet-family networks with these stages")
     parser.add_argument("--faces", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=HERE / "out" / "classifier_speed.json")
     parser.add_argument("--readme", type=Path)
     args = parser.parse_args()
+    models = [*args.models, *(str(untrained(w, args.out.parent / "widths"))
+                              for w in args.widths)]
     resume = pause_training()
     try:
-        results = measure(args.models, args.faces, args.rounds, args.batch)
+        results = measure(models, args.faces, args.rounds, args.batch)
         info = machine()  # while the training run is still paused, so it says so
     finally:
         resume()
