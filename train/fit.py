@@ -130,7 +130,14 @@ def soft_targets(teacher: str | Path, faces: fer2013.FaceSet, weight: float) -> 
     from facevalue.classify import Classifier
 
     probs = Classifier(teacher, device="cpu").predict(faces.images[..., None], 512)
-    onehot = np.eye(probs.shape[1], dtype=np.float32)[faces.labels]
+    return blend(probs, faces.labels, weight)
+
+
+def blend(probs: np.ndarray, labels: np.ndarray, weight: float) -> np.ndarray:
+    """``weight`` x the teacher's probabilities (``(n, 7)``, or ``(n, k, 7)`` for k views of
+    each face) + (1 - weight) x the faces' one-hot labels."""
+    onehot = np.eye(probs.shape[-1], dtype=np.float32)[labels]
+    onehot = onehot.reshape(len(labels), *[1] * (probs.ndim - 2), probs.shape[-1])
     return (weight * probs + (1 - weight) * onehot).astype(np.float32)
 
 
@@ -325,9 +332,8 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         face_views = views.draw_views(train.images, recipe.teacher_views, seed, recipe.blur)
         probs = views.teacher_probabilities(teacher, face_views[:fer_rows])
         per_view = np.repeat(targets[:, None], recipe.teacher_views, axis=1)
-        onehot = np.eye(archs.N_CLASSES, dtype=np.float32)[train.labels[:fer_rows]]
-        per_view[:fer_rows, :, :archs.N_CLASSES] = (recipe.distill_weight * probs + (
-            1 - recipe.distill_weight) * onehot[:, None])
+        per_view[:fer_rows, :, :archs.N_CLASSES] = blend(probs, train.labels[:fer_rows],
+                                                         recipe.distill_weight)
         dataset = views.views_dataset(face_views, per_view, recipe.batch_size, seed, weights)
         log.info("views and the teacher's targets ready after %.0f s", time.time() - started)
     else:

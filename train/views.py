@@ -43,9 +43,10 @@ def draw_views(images: np.ndarray, k: int, seed: int, soften: float,
     training augmentation (JPEG re-encoding, then ``photo_augment``) under seed
     ``seed + 1000 (v + 1)``, in order, so the same faces and seed give the same views."""
     views = np.empty((len(images), k, *images.shape[1:]), np.uint8)
+    inputs = to_inputs(images)
     for v in range(k):
         view_seed = seed + VIEW_SEED_STRIDE * (v + 1)
-        ds = (tf.data.Dataset.from_tensor_slices(to_inputs(images))
+        ds = (tf.data.Dataset.from_tensor_slices(inputs)
               .map(lambda a, s=view_seed: jpeg(a, s))
               .batch(batch_size)
               .map(lambda a, s=view_seed: photo_augment(a, s, soften)))
