@@ -7,6 +7,7 @@ marked ``train``. Each network is fitted once per session and shared by the test
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -663,8 +664,8 @@ def flip_averaging_teacher(tmp_path: Path) -> Path:
 def test_teacher_views_are_reproducible_scored_once_and_stay_with_their_targets(tiny_model,
                                                                                 tmp_path):
     """train.views: the same faces and seed give the same views, the teacher's
-    probabilities are the teacher's on those very views (cached, and a changed view is a
-    miss), and a training batch pairs every view with its own targets."""
+    probabilities are the teacher's on those very views (cached with the usual file mode,
+    and a changed view is a miss), and a training batch pairs every view with its own targets."""
     from train import views
 
     images = np.random.default_rng(3).integers(0, 256, (10, 48, 48), dtype=np.uint8)
@@ -679,7 +680,10 @@ def test_teacher_views_are_reproducible_scored_once_and_stay_with_their_targets(
     for v in range(3):
         np.testing.assert_allclose(probs[:, v], Classifier(teacher, "cpu").predict(
             drawn[:, v, :, :, None]), atol=1e-6)
-    assert len(list(cache.iterdir())) == 1
+    (written,) = cache.iterdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a temp file
     np.testing.assert_array_equal(views.teacher_probabilities(teacher, drawn, cache), probs)
     changed = drawn.copy()
     changed[0, 0] ^= 1

@@ -14,7 +14,9 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -89,8 +91,25 @@ def load_photos(photos: str | Path, labels: str | Path, contract: Contract,
         crops, y, missed = main_face_crops(photos, read_labels(labels), contract)
         images = crops[..., 0]
         log.info("%d photos cropped, %d without a face left out", len(y), missed)
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as f:
-            np.savez_compressed(f, images=images, labels=y)
-        os.replace(f.name, cached)
+        save_cache(cached, lambda f: np.savez_compressed(f, images=images, labels=y))
     return FaceSet(images, y.astype(np.int64), np.full(len(y), PHOTO_USAGE)), key
+
+
+def save_cache(cached: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a cache file whole or not at all, readable like any other file.
+
+    Through a temporary file and a rename, so a run killed mid-write leaves no half a cache
+    for the next run to trust; the temporary file is made private (0600), so it is opened up
+    to the umask's usual mode before it takes the cache's name.
+    """
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=cached.suffix, delete=False) as f:
+        try:
+            write(f)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)
+    os.replace(f.name, cached)

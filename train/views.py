@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from train.data import N_CLASSES, jpeg, photo_augment, to_inputs
+from train.photos import save_cache
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +84,7 @@ def teacher_probabilities(teacher: str | Path, views: np.ndarray,
         log.info("teacher %s on view %d of %d (%d faces; cached once scored)",
                  Path(teacher).name, v + 1, views.shape[1], len(views))
         probs[:, v] = classifier.predict(views[:, v, :, :, None], 512)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".npy", delete=False) as f:
-        np.save(f, probs)
-    os.replace(f.name, cached)
+    save_cache(cached, lambda f: np.save(f, probs))
     return probs
 
 
