@@ -664,8 +664,9 @@ def flip_averaging_teacher(tmp_path: Path) -> Path:
 def test_teacher_views_are_reproducible_scored_once_and_stay_with_their_targets(tiny_model,
                                                                                 tmp_path):
     """train.views: the same faces and seed give the same views, the teacher's
-    probabilities are the teacher's on those very views (cached with the usual file mode,
-    and a changed view is a miss), and a training batch pairs every view with its own targets."""
+    probabilities are the teacher's on those very views (cached view by view with the usual
+    file mode; a changed view is a miss, more views score only the new ones), and a
+    training batch pairs every view with its own targets."""
     from train import views
 
     images = np.random.default_rng(3).integers(0, 256, (10, 48, 48), dtype=np.uint8)
@@ -680,15 +681,22 @@ def test_teacher_views_are_reproducible_scored_once_and_stay_with_their_targets(
     for v in range(3):
         np.testing.assert_allclose(probs[:, v], Classifier(teacher, "cpu").predict(
             drawn[:, v, :, :, None]), atol=1e-6)
-    (written,) = cache.iterdir()
+    written = sorted(cache.iterdir())
+    assert len(written) == 3  # one file a view
     umask = os.umask(0)
     os.umask(umask)
-    assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a temp file
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in written)  # not private
     np.testing.assert_array_equal(views.teacher_probabilities(teacher, drawn, cache), probs)
     changed = drawn.copy()
     changed[0, 0] ^= 1
-    views.teacher_probabilities(teacher, changed, cache)
-    assert len(list(cache.iterdir())) == 2
+    np.testing.assert_array_equal(views.teacher_probabilities(teacher, changed, cache)[:, 1:],
+                                  probs[:, 1:])
+    assert len(list(cache.iterdir())) == 4  # only the changed view was scored again
+    more = views.draw_views(images, 5, 2017, 0.3)  # the same first three views, two more
+    np.testing.assert_array_equal(more[:, :3], drawn)
+    np.testing.assert_array_equal(views.teacher_probabilities(teacher, more, cache)[:, :3],
+                                  probs)
+    assert len(list(cache.iterdir())) == 6
     assert views.mirror_invariant(teacher) and not views.mirror_invariant(tiny_model)
 
     # view v of every face is uniformly 40 v + face, its target says v
@@ -741,7 +749,8 @@ def test_teacher_views_train_with_photos_and_resume(data, tiny_model, tmp_path, 
     fit_module.fit(csv, "fvlite", run, teacher_views=2, **options)
     log = pd.read_csv(run / "log.csv")
     assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
-    assert len(list((tmp_path / "home" / ".cache" / "facevalue" / "views").iterdir())) == 1
+    # the resume found both views' targets cached: two files, not four
+    assert len(list((tmp_path / "home" / ".cache" / "facevalue" / "views").iterdir())) == 2
 
 
 def test_python_m_train_without_tensorflow_is_one_line(monkeypatch, tmp_path):

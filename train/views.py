@@ -13,9 +13,10 @@ teacher scores each view once. Every epoch the student gets one of its face's ``
 random, mirrored at random: the shipped teachers average each face with its mirror image, so
 a mirrored view's target is the same.
 
-The teacher's probabilities are cached by the sha256 of the teacher file and of the views,
-so a resumed run pays for the teacher once per machine, and a change in the views (another
-TensorFlow, other augmentation code) is a cache miss, never a stale target.
+The teacher's probabilities are cached view by view, by the sha256 of the teacher file and of
+the view, so a resumed run pays for the teacher once per machine, a run with more views (the
+first ``k`` are the same for a seed) pays only for the new ones, and a change in a view
+(another TensorFlow, other augmentation code) is a cache miss, never a stale target.
 """
 
 from __future__ import annotations
@@ -67,24 +68,28 @@ def mirror_invariant(teacher: str | Path) -> bool:
 
 def teacher_probabilities(teacher: str | Path, views: np.ndarray,
                           cache: str | Path | None = None) -> np.ndarray:
-    """The teacher's probabilities for each view, ``(n, k, 7)``, cached (module doc) in
-    ``cache`` (default ``~/.cache/facevalue/views``)."""
+    """The teacher's probabilities for each view, ``(n, k, 7)``, cached view by view (module
+    doc) in ``cache`` (default ``~/.cache/facevalue/views``)."""
     from facevalue.classify import Classifier
 
-    digest = hashlib.sha256(Path(teacher).read_bytes())
-    digest.update(str(views.shape).encode())
-    digest.update(np.ascontiguousarray(views).data)
+    model = hashlib.sha256(Path(teacher).read_bytes())
     folder = Path(cache) if cache else Path.home() / ".cache" / "facevalue" / "views"
-    cached = folder / f"{digest.hexdigest()[:32]}.npy"
-    if cached.exists():
-        return np.load(cached)
-    classifier = Classifier(teacher, device="cpu")
+    classifier = None
     probs = np.empty((*views.shape[:2], N_CLASSES), np.float32)
     for v in range(views.shape[1]):
+        digest = model.copy()
+        view = np.ascontiguousarray(views[:, v])
+        digest.update(str(view.shape).encode())
+        digest.update(view.data)
+        cached = folder / f"{digest.hexdigest()[:32]}.npy"
+        if cached.exists():
+            probs[:, v] = np.load(cached)
+            continue
         log.info("teacher %s on view %d of %d (%d faces; cached once scored)",
                  Path(teacher).name, v + 1, views.shape[1], len(views))
-        probs[:, v] = classifier.predict(views[:, v, :, :, None], 512)
-    save_cache(cached, lambda f: np.save(f, probs))
+        classifier = classifier or Classifier(teacher, device="cpu")
+        probs[:, v] = classifier.predict(view[..., None], 512)
+        save_cache(cached, lambda f, scored=probs[:, v]: np.save(f, scored))
     return probs
 
 
