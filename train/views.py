@@ -41,7 +41,9 @@ def draw_views(images: np.ndarray, k: int, seed: int, soften: float,
                batch_size: int = 512) -> np.ndarray:
     """``k`` photo-augmented views of each face, uint8 ``(n, k, 48, 48)``: view ``v`` is the
     training augmentation (JPEG re-encoding, then ``photo_augment``) under seed
-    ``seed + 1000 (v + 1)``, in order, so the same faces and seed give the same views."""
+    ``seed + 1000 (v + 1)``, in order, so the same faces and seed give the same views. The
+    ops' seeds combine with TensorFlow's global seed, which ``fit`` sets to the run's seed
+    first: a caller that sets another draws other views."""
     views = np.empty((len(images), k, *images.shape[1:]), np.uint8)
     inputs = to_inputs(images)
     for v in range(k):
