@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def load_photos(photos: str | Path, labels: str | Path, contract: Contract,
     return FaceSet(images, y.astype(np.int64), np.full(len(y), PHOTO_USAGE)), key
 
 
-def save_cache(cached: Path, write: Callable[[BinaryIO], None]) -> None:
+def save_cache(cached: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a cache file whole or not at all, readable like any other file.
 
     Through a temporary file and a rename, so a run killed mid-write leaves no half a cache

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def teacher_probabilities(teacher: str | Path, views: np.ndarray,
                  Path(teacher).name, v + 1, views.shape[1], len(views))
         classifier = classifier or Classifier(teacher, device="cpu")
         probs[:, v] = classifier.predict(view[..., None], 512)
-        save_cache(cached, lambda f, scored=probs[:, v]: np.save(f, scored))
+        save_cache(cached, partial(np.save, arr=probs[:, v]))
     return probs
 
 
