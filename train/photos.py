@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -98,18 +97,15 @@ def load_photos(photos: str | Path, labels: str | Path, contract: Contract,
 def save_cache(cached: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a cache file whole or not at all, readable like any other file.
 
-    Through a temporary file and a rename, so a run killed mid-write leaves no half a cache
-    for the next run to trust; the temporary file is made private (0600), so it is opened up
-    to the umask's usual mode before it takes the cache's name.
+    Through a temporary file beside it and a rename, so a run killed mid-write leaves no half
+    a cache for the next run to trust; opened plainly (not as a private temp file), so it
+    gets the umask's usual mode.
     """
     cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=cached.suffix, delete=False) as f:
-        try:
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
             write(f)
-        except BaseException:
-            os.unlink(f.name)
-            raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(f.name, 0o666 & ~umask)
-    os.replace(f.name, cached)
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
