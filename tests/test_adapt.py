@@ -78,6 +78,7 @@ def test_the_correction_learns_the_photos_and_says_how(adapted, setup):
     fitted = json.loads(meta["facevalue.photo_correction"])
     assert fitted["classes"] == ["happiness", "surprise"]
     assert fitted["adapted_from"].startswith("tiny.onnx@")
+    assert fitted["anchor"].endswith(f"weight {correction.ANCHOR_WEIGHT:g}")
     assert json.loads(meta["facevalue.photo_accuracy_crossval"]) == adapted.crossval
     assert float(meta["facevalue.public_test_accuracy"]) == pytest.approx(
         adapted.public[1].accuracy, abs=1e-4)
@@ -106,6 +107,20 @@ def test_unlabelled_classes_get_no_term_and_the_labelled_ones_sum_to_zero():
     # a stronger penalty moves the logits less
     strong = correction.fit(features, logits, labels, 10.0, anchor)
     assert np.abs(strong.weights).sum() < np.abs(fitted.weights).sum()
+
+
+def test_a_heavier_anchor_moves_the_anchor_faces_less():
+    rng = np.random.default_rng(1)
+    features, logits = rng.normal(size=(60, 9)), rng.normal(size=(60, 7))
+    labels = np.repeat([0, 3, 6], 20)
+    faces, anchor_logits = rng.normal(size=(40, 9)), rng.normal(size=(40, 7))
+
+    def moved(weight: float) -> float:
+        fitted = correction.fit(features, logits, labels, 0.1,
+                                correction.Anchor(faces, anchor_logits, weight))
+        return float(np.abs(fitted.apply(faces, anchor_logits) - anchor_logits).mean())
+
+    assert moved(10.0) < 0.8 * moved(1.0)
 
 
 def test_folds_are_stratified():
@@ -138,6 +153,7 @@ def test_refusals_are_one_line_and_write_nothing(adapted, setup, tmp_path):
     refused([str(model), "--photos", str(photos), "--labels", str(one_class), "--data",
              str(data)], "at least two labelled classes")
     refused(["not-a-model.onnx", *base], "does not exist", code=2)  # click's usage error
+    refused([str(model), *base, "--anchor-weight", "0"], "--anchor-weight", code=2)
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     refused([str(tmp_path / "junk.onnx"), *base], "not a usable ONNX model")
     elsewhere = tmp_path / "elsewhere.csv"

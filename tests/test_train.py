@@ -587,6 +587,27 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     card = model.with_suffix(".md").read_text()
     assert "came at epoch 2" in card and "Also trained on 6 labelled photos" in card
     assert "Flip averaging (the validation slice)" in card
+    # --epoch last: the last checkpoint (its committed weights), whichever epoch was selected
+    log["select"] = [0.9, 0.1]
+    log.to_csv(run / "log.csv", index=False)
+    last = tmp_path / "lite-last.onnx"
+    result = CliRunner().invoke(train_cli, ["export", str(run), "--out", str(last), "--tta",
+                                            "none", "--epoch", "last"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    meta = Classifier(last, "cpu").contract.extra
+    assert (meta["facevalue.best_epoch"], meta["facevalue.exported_epoch"],
+            meta["facevalue.checkpoint"]) == ("1", "2", "last")
+    network = fit_module.build("fvlite", "fp32", config["recipe"]["arch_kwargs"])
+    network.load_weights(run / fit_module.LAST_WEIGHTS)
+    (images, _, usage), _, _ = data
+    faces = images[usage == "PublicTest"][..., None]
+    expected = calibrate.softmax(
+        np.asarray(network(faces.astype(np.float32) / 255, training=False), np.float64),
+        float(meta["facevalue.temperature"]))
+    np.testing.assert_allclose(Classifier(last, "cpu").predict(faces), expected, atol=1e-5)
+    card = last.with_suffix(".md").read_text()
+    assert "came at epoch 1; the last epoch's checkpoint is exported" in card
+    assert "--tta none --epoch last --force" in card
 
 
 @pytest.mark.train

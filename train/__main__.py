@@ -8,6 +8,7 @@ import sys
 import click
 
 from facevalue.cli import TRAIN_EXTRA, Commands
+from train.correction import ANCHOR_WEIGHT
 
 
 class _Commands(Commands):
@@ -93,12 +94,15 @@ force_option = click.option("--force", is_flag=True,
               help="FER2013 data for the PublicTest checks [default: the run's own data].")
 @click.option("--tta", type=click.Choice(["auto", "hflip", "none"]), default="auto",
               show_default=True, help="Fold flip averaging in (auto: only if it helps).")
+@click.option("--epoch", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="The checkpoint: the run's selected epoch, or its last (e.g. when a photo "
+                   "correction will refit the photos and the slice alone should choose).")
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Also write the model card NAME.md and its PNGs next to the model.")
 @force_option
-def export(runs, out, data, tta, card, force) -> None:
-    """Export the best checkpoint of RUN (or the mean of several RUNS' logits: a snapshot
-    ensemble in one graph) to ONNX with calibration and the facevalue contract."""
+def export(runs, out, data, tta, epoch, card, force) -> None:
+    """Export the best (or last) checkpoint of RUN (or the mean of several RUNS' logits: a
+    snapshot ensemble in one graph) to ONNX with calibration and the facevalue contract."""
     from pathlib import Path
 
     from train.card import write_card
@@ -106,7 +110,7 @@ def export(runs, out, data, tta, card, force) -> None:
     from train.export_card import export_card
 
     out = out or str(Path("exports") / f"{Path(runs[-1]).name}.onnx")
-    result = run_export(list(runs), out, data=data, tta=tta, force=force)
+    result = run_export(list(runs), out, data=data, tta=tta, force=force, epoch=epoch)
     cal = result.calibration
     click.echo(f"wrote {out}: PublicTest accuracy {result.evaluation.accuracy:.4f} "
                f"(flips {result.tta}), T {cal.temperature:.3f}, ECE {cal.ece_before:.4f} -> "
@@ -150,15 +154,21 @@ def quantize(model, out, data, force) -> None:
                    "correction, PublicTest faces measure it.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="ONNX file to write, e.g. models/NAME-photo.onnx.")
+@click.option("--anchor-weight", type=click.FloatRange(min=0, min_open=True),
+              default=ANCHOR_WEIGHT,
+              show_default=True,
+              help="Weight of the FER2013 anchor against the photos' 1: higher keeps more "
+                   "FER2013 accuracy and corrects the photos less.")
 @force_option
-def adapt(model, photos, labels, data, out, force) -> None:
+def adapt(model, photos, labels, data, out, anchor_weight, force) -> None:
     """Write MODEL with a correction for real photos fitted on labelled ones (the
     cross-validated figures are the ones to report; see train/correction.py)."""
     from train.adapt import adapt as run_adapt
     from train.adapt import adapted_card
     from train.card import write_card
 
-    result = run_adapt(model, photos, labels, data, out, force=force)
+    result = run_adapt(model, photos, labels, data, out, force=force,
+                       anchor_weight=anchor_weight)
     click.echo(f"wrote {out}: {result.photos} of {result.labelled} labelled photos had a face; "
                f"penalty {result.penalty:g}, parity {result.parity_max_abs:.1e}, PublicTest "
                f"accuracy {result.public[1].accuracy:.4f} (before {result.public[0].accuracy:.4f})")
@@ -169,7 +179,9 @@ def adapt(model, photos, labels, data, out, force) -> None:
         click.echo(f"{name:>16}: accuracy {figures['accuracy']:.4f} ({low:.4f}-{high:.4f}); "
                    f"recall {recall}")
     rebuild = (f"python -m train adapt {model} --photos {photos} --labels {labels} "
-               f"--data {data} --out {out}" + (" --force" if force else ""))
+               f"--data {data} --out {out}"
+               + (f" --anchor-weight {anchor_weight:g}" if anchor_weight != ANCHOR_WEIGHT else "")
+               + (" --force" if force else ""))
     click.echo(f"wrote {write_card(result.path, adapted_card(result, model, rebuild))}")
 
 

@@ -157,9 +157,10 @@ def adapted_graph(proto: onnx.ModelProto, correction: Correction) -> onnx.ModelP
     return adapted
 
 
-def anchor_faces(data: str | Path, classifier: Classifier, seed: int
-                 ) -> tuple[Anchor, fer2013.FaceSet]:
-    """The anchor (a seeded sample of Training faces, probed) and the PublicTest faces."""
+def anchor_faces(data: str | Path, classifier: Classifier, seed: int,
+                 weight: float = ANCHOR_WEIGHT) -> tuple[Anchor, fer2013.FaceSet]:
+    """The anchor (a seeded sample of Training faces, probed, at total loss ``weight``) and
+    the PublicTest faces."""
     faces = fer2013.load(data)
     if classifier.contract.extra.get("facevalue.train_data_sha256") != \
             fer2013.fingerprint(faces):
@@ -170,21 +171,25 @@ def anchor_faces(data: str | Path, classifier: Classifier, seed: int
     pick = np.random.default_rng(seed).permutation(len(train))[:ANCHOR_FACES]
     features, logits = probe(classifier.path, to_crops(train.images[pick], classifier.contract),
                              classifier.contract)
-    return Anchor(features, logits), public
+    return Anchor(features, logits, weight), public
 
 
 def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str | Path,
-          out: str | Path, seed: int = 0, force: bool = False) -> Adapted:
+          out: str | Path, seed: int = 0, force: bool = False,
+          anchor_weight: float = ANCHOR_WEIGHT) -> Adapted:
     """Fit the correction of ``train.correction`` on the labelled photos (anchored on the
-    FER2013 ``data`` the model was trained on) and write ``model`` with it to ``out``
-    (``force``: even over a shipped model)."""
+    FER2013 ``data`` the model was trained on, at ``anchor_weight`` against the photos' 1: a
+    heavier anchor keeps more of the model's FER2013 accuracy and corrects the photos less)
+    and write ``model`` with it to ``out`` (``force``: even over a shipped model)."""
+    if not anchor_weight > 0:
+        raise AdaptError(f"the anchor weight must be positive (got {anchor_weight})")
     check_target(out, force)
     model, photos, out = Path(model), Path(photos), Path(out)
     classifier = Classifier(model, "cpu")
     if "facevalue.photo_correction" in classifier.contract.extra:
         raise AdaptError(f"{model.name} is already adapted; adapt the model it came from")
     truth = read_labels(labels)
-    anchor, public = anchor_faces(data, classifier, seed)
+    anchor, public = anchor_faces(data, classifier, seed, anchor_weight)
     crops, y, missed = main_face_crops(photos, truth, classifier.contract)
     counts = np.bincount(y)[np.unique(y)]
     if len(counts) < 2 or counts.min() < FOLDS:
@@ -229,7 +234,7 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
                 "labels_sha256": hashlib.sha256(Path(labels).read_bytes()).hexdigest(),
                 "penalty": penalty, "temperature": round(cal.temperature, 4),
                 "classes": sorted({LABELS[c] for c in y}),
-                "anchor": f"{ANCHOR_FACES} Training faces, weight {ANCHOR_WEIGHT}"}),
+                "anchor": f"{ANCHOR_FACES} Training faces, weight {anchor_weight:g}"}),
             "facevalue.public_test_accuracy": f"{public_eval.accuracy:.4f}",
             "facevalue.public_test_accuracy_before_correction": f"{source_eval.accuracy:.4f}",
             "facevalue.ece_after": f"{public_eval.ece:.4f}",

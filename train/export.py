@@ -72,32 +72,35 @@ def _float32_policies(node):
     return node
 
 
-def load_float32(run: Path) -> tuple[keras.Model, dict]:
-    """The run's best checkpoint rebuilt in float32, and the run's config.
+def load_float32(run: Path, epoch: str = "best") -> tuple[keras.Model, dict]:
+    """The run's ``epoch`` checkpoint (``best`` or ``last``) rebuilt in float32, and the
+    run's config.
 
     Runs may train in mixed bf16; the weights are float32 either way, so rebuilding the
     checkpoint's own architecture (not today's code in archs.py, which may have moved on)
     under float32 policies and copying the weights gives a full-precision graph.
     """
-    from train.fit import WEIGHTS, best_network
+    from train.fit import LAST_WEIGHTS, WEIGHTS, saved_network
 
-    config_path, best = run / "config.json", run / "best.keras"
-    if not config_path.is_file() or not (best.is_file() or (run / WEIGHTS).is_file()):
-        raise ExportError(f"{run}: not a finished run (needs config.json and best.keras "
-                          f"or {WEIGHTS})")
+    weights = WEIGHTS if epoch == "best" else LAST_WEIGHTS
+    config_path, whole = run / "config.json", run / f"{epoch}.keras"
+    if not config_path.is_file() or not (whole.is_file() or (run / weights).is_file()):
+        raise ExportError(f"{run}: no {epoch} checkpoint (needs config.json and {whole.name} "
+                          f"or {weights})")
     config = json.loads(config_path.read_text())
-    if not best.is_file():  # a committed run folder: today's code for its architecture
-        return best_network(run, "fp32"), config
-    trained = keras.models.load_model(best, compile=False)
+    if not whole.is_file():  # a committed run folder: today's code for its architecture
+        return saved_network(run, "fp32", epoch), config
+    trained = keras.models.load_model(whole, compile=False)
     model = type(trained).from_config(_float32_policies(trained.get_config()))
     model.set_weights(trained.get_weights())
     return model, config
 
 
-def load_members(runs: list[Path]) -> tuple[list[keras.Model], dict]:
-    """Each run's float32 network, and the last run's config; the runs must share their data
-    and validation slice, or their average would be selected on faces some member saw."""
-    members = [load_float32(run) for run in runs]
+def load_members(runs: list[Path], epoch: str = "best") -> tuple[list[keras.Model], dict]:
+    """Each run's float32 network at ``epoch``, and the last run's config; the runs must share
+    their data and validation slice, or their average would be selected on faces some member
+    saw."""
+    members = [load_float32(run, epoch) for run in runs]
     first = members[0][1]
     for run, (_, config) in zip(runs, members, strict=True):
         for key in ("data_sha256", "val_fraction"):
@@ -181,7 +184,7 @@ def check_parity(proto: onnx.ModelProto, serve, x: np.ndarray) -> tuple[float, n
 
 def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
              cal: calibrate.Calibration, parity: float,
-             accuracy_by_tta: dict[str, float]) -> dict[str, str]:
+             accuracy_by_tta: dict[str, float], epoch: str = "best") -> dict[str, str]:
     """The contract plus what a reader of a result table may want to know about the model."""
     run = runs[-1]
     with (run / "log.csv").open(newline="") as f:
@@ -202,6 +205,10 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
         "facevalue.version": facevalue.__version__,
         "facevalue.trained_epochs": str(len(log)),
         "facevalue.best_epoch": str(1 + int(np.argmax(chosen_on))),
+        # the checkpoint in this file: the best epoch, or the last (export --epoch last)
+        "facevalue.checkpoint": epoch,
+        "facevalue.exported_epoch": str(1 + int(np.argmax(chosen_on)) if epoch == "best"
+                                        else len(log)),
         "facevalue.train_precision": config.get("precision", "fp32"),
         "facevalue.ece_before": f"{cal.ece_before:.4f}",
         "facevalue.ece_after": f"{cal.ece_after:.4f}",
@@ -216,15 +223,20 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
 
 
 def export(run: str | Path | list[str | Path], out: str | Path, data: str | Path | None = None,
-           tta: str = "auto", force: bool = False) -> Exported:
-    """Export the best checkpoint of ``run`` (or the ensemble of several runs) to ``out``;
-    see the module docstring for the graph."""
+           tta: str = "auto", force: bool = False, epoch: str = "best") -> Exported:
+    """Export the ``epoch`` checkpoint (``best`` by the run's selection rule, or ``last``)
+    of ``run`` (or the ensemble of several runs) to ``out``; see the module docstring for
+    the graph."""
     runs = [Path(r) for r in (run if isinstance(run, list) else [run])]
     out = Path(out)
     check_target(out, force)
     if tta not in TTA_CHOICES:
         raise ExportError(f"tta must be one of {TTA_CHOICES}, not {tta!r}")
-    models, config = load_members(runs)
+    from train.fit import EPOCH_CHOICES
+
+    if epoch not in EPOCH_CHOICES:
+        raise ExportError(f"epoch must be one of {EPOCH_CHOICES}, not {epoch!r}")
+    models, config = load_members(runs, epoch)
     selection, public = selection_and_test(data or config["data"], config)
     # The very tensor facevalue's scorer builds, so the accuracy below is the one it will see.
     x = to_input(public.images[..., None], CONTRACT)
@@ -240,7 +252,8 @@ def export(run: str | Path | list[str | Path], out: str | Path, data: str | Path
         raise ExportError(f"onnxruntime differs from TensorFlow by {parity:.2e} on PublicTest "
                           f"(limit {PARITY_TOLERANCE:.0e}); nothing written")
     evaluation = score(probs, public.labels, model=str(out), split="PublicTest")
-    meta = metadata(runs, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta)
+    meta = metadata(runs, config, evaluation.accuracy, tta, cal, parity, accuracy_by_tta,
+                    epoch)
     onnx.helper.set_model_props(proto, meta)
     write_model(proto, out, force)
     log.info("wrote %s: PublicTest accuracy %.4f, parity %.1e", out, evaluation.accuracy, parity)

@@ -81,11 +81,12 @@ def _init_run(config: dict) -> tuple[Path, dict] | None:
 
 
 def rebuild_commands(run: Path, model: Path, config: dict, tta: str,
-                     members: list[str] | None = None) -> str:
+                     members: list[str] | None = None, last: bool = False) -> str:
     """The commands that rebuild this model from the data (``tta``: as exported; ``members``:
-    the runs of an ensemble, ``run`` the last of them)."""
+    the runs of an ensemble, ``run`` the last of them; ``last``: the last epoch exported)."""
     runs = " ".join(f"runs/{name}" for name in members or [run.name])
-    export = f"python -m train export {runs} --out models/{model.name} --tta {tta} --force"
+    export = (f"python -m train export {runs} --out models/{model.name} --tta {tta}"
+              + (" --epoch last" if last else "") + " --force")
     fits = [_fit_command(run, config)]
     while (parent := _init_run(config)) is not None:
         run, config = parent
@@ -189,13 +190,20 @@ def _recipe_section(config: dict, network, members: list[str]) -> list[str]:
     return lines
 
 
+def _exports_last(meta: dict) -> bool:
+    """Whether the file holds the run's last epoch rather than its best (``--epoch last``)."""
+    return meta.get("facevalue.checkpoint") == "last"
+
+
 def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[str]:
     seconds = training_seconds(run)
     per_epoch = f", {np.mean(seconds):.0f} s per epoch" if seconds else ""
     batches = "augmented training" if config.get("recipe", {}).get("augment") else "training"
     hardware = config.get("hardware") or "hardware not recorded by the run"  # fit records it
     with (run / "log.csv").open(newline="") as f:
-        best = list(csv.DictReader(f))[int(meta["facevalue.best_epoch"]) - 1]
+        log = list(csv.DictReader(f))
+    best = log[int(meta["facevalue.best_epoch"]) - 1]
+    shown = log[-1] if _exports_last(meta) else best
     start = ""
     if (parent := _init_run(config)) is not None:
         init, init_config = parent
@@ -205,18 +213,21 @@ def _training_section(run: Path, config: dict, meta: dict, curves: str) -> list[
                  f"{(sum(init_seconds) + sum(seconds)) / 60:.0f} min for the two): ")
     criterion = (f"The best {config['selected_on']}" if best.get("select")
                  else f"The best accuracy on {selection_name(config)}")
-    dev = "".join(f", {float(best[key]):.1%} {name}" for key, name in (
+    dev = "".join(f", {float(shown[key]):.1%} {name}" for key, name in (
         ("dev_accuracy", "accuracy on the dev photos"), ("dev_recall", "their mean recall"))
-        if best.get(key))
+        if shown.get(key))
+    which = (f"{meta['facevalue.best_epoch']}, and that checkpoint is exported: "
+             if not _exports_last(meta) else
+             f"{meta['facevalue.best_epoch']}; the last epoch's checkpoint is exported "
+             f"instead (`--epoch last`), epoch {len(log)}: ")
     averaged = (" The weights are an exponential average (momentum "
                 f"{config['recipe']['ema']:g} a step), evaluated and saved as such."
                 if config.get("recipe", {}).get("ema") else "")
     return ["## Training", "",
             f"{start}{meta['facevalue.trained_epochs']} epochs in {sum(seconds) / 60:.0f} min"
             f"{per_epoch} (training and validation) on {hardware}. {criterion} came at epoch "
-            f"{meta['facevalue.best_epoch']}, and that checkpoint is exported: "
-            f"{float(best['accuracy']):.1%} on the {batches} batches, "
-            f"{float(best['val_accuracy']):.1%} on the validation slice{dev}.{averaged}", "",
+            f"{which}{float(shown['accuracy']):.1%} on the {batches} batches, "
+            f"{float(shown['val_accuracy']):.1%} on the validation slice{dev}.{averaged}", "",
             f"![training curves]({curves})"]
 
 
@@ -289,4 +300,5 @@ def export_card(run: str | Path, model: str | Path, evaluation: Evaluation, netw
          _training_section(run, config, meta, curves.name),
          _results_section(evaluation, meta, confusion.name), _calibration_section(meta),
          _literature_section(evaluation.accuracy, config)),
-        rebuild_commands(run, model, config, meta["facevalue.tta"], members))
+        rebuild_commands(run, model, config, meta["facevalue.tta"], members,
+                         last=_exports_last(meta)))

@@ -34,6 +34,8 @@ WEIGHTS = "best.weights.h5"
 # also committed: a run stopped at any time (a session's end) continues from them on a fresh
 # checkout, its learning-rate schedule at the step it reached.
 LAST_WEIGHTS = "last.weights.h5"
+# The checkpoints a run keeps, the ones export can take.
+EPOCH_CHOICES = ("best", "last")
 # The validation slice is the same for every run and seed, so runs compare on equal terms.
 VAL_SEED = 2013
 
@@ -304,7 +306,7 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
         model = build(arch, precision, recipe.arch_kwargs)
         if init is not None and not done_epochs:
             # Same layers, other dropout rates: the weights carry over one for one.
-            model.set_weights(best_network(init).get_weights())
+            model.set_weights(saved_network(init).get_weights())
         if recipe.photo_partial:
             loss: keras.losses.Loss = losses.PartialCrossentropy(recipe.photo_partial,
                                                                  recipe.label_smoothing)
@@ -437,22 +439,27 @@ class _EpochTimer(keras.callbacks.Callback):
             f.write(f"{epoch},{time.time() - self.started:.1f}\n")
 
 
-def best_network(run: Path, precision: str | None = None) -> keras.Model:
-    """A run's best network: ``best.keras``, or its architecture with ``best.weights.h5``.
+def saved_network(run: Path, precision: str | None = None, epoch: str = "best"
+                  ) -> keras.Model:
+    """A run's saved network: the ``epoch`` (``best`` or ``last``) checkpoint's ``.keras``
+    file, or its architecture with the committed weights (``best.weights.h5`` or
+    ``last.weights.h5``) where git carried only those.
 
     ``precision`` rebuilds it under another dtype policy (``fp32`` for export); None keeps
     the run's own.
     """
+    if epoch not in EPOCH_CHOICES:
+        raise RunError(f"epoch must be one of {EPOCH_CHOICES}, not {epoch!r}")
     config = json.loads((run / "config.json").read_text())
-    if (run / "best.keras").exists() and precision is None:
-        return keras.models.load_model(run / "best.keras", compile=False)
+    whole = run / f"{epoch}.keras"
+    if whole.exists() and precision is None:
+        return keras.models.load_model(whole, compile=False)
     model = build(config["arch"], precision or config.get("precision", "fp32"),
                   config.get("recipe", {}).get("arch_kwargs"))
-    if (run / "best.keras").exists():
-        model.set_weights(keras.models.load_model(run / "best.keras", compile=False)
-                          .get_weights())
+    if whole.exists():
+        model.set_weights(keras.models.load_model(whole, compile=False).get_weights())
     else:
-        model.load_weights(run / WEIGHTS)
+        model.load_weights(run / (WEIGHTS if epoch == "best" else LAST_WEIGHTS))
     return model
 
 
