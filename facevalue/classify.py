@@ -19,10 +19,13 @@ from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.errors import FacevalueError
 from facevalue.runtime import ORT_ERRORS, ModelSession, short
 
-# The first of these found in the shipped models folder is the default classifier: the float
-# fvnet corrected for real photos (models/fvnet-photo-fp32.md, python -m train adapt). Float, not
-# int8: int8 kernels give other numbers on CPUs without VNNI (tests/test_models_reproducible).
-DEFAULT_MODELS = ("fvnet-photo-fp32.onnx", "fvnet.onnx", "fvc2017.onnx", "fvnet64.onnx")
+# The first of these found in the shipped models folder is the default classifier: fvlite (a
+# small network distilled from fvnet64 on FER2013 and real photos) corrected for real photos
+# (models/fvlite-photo.md, python -m train adapt). Float, not int8: int8 kernels give other
+# numbers on CPUs without VNNI (tests/test_models_reproducible). The older models stay so
+# results made with them can be re-run.
+DEFAULT_MODELS = ("fvlite-photo.onnx", "fvlite.onnx", "fvnet-photo-fp32.onnx", "fvnet.onnx",
+                  "fvc2017.onnx", "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
 
 

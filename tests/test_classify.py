@@ -110,7 +110,7 @@ def test_default_model_prefers_fvnet_and_checks_its_hash(
     assert load_classifier(device="cpu").sha256 == digest
     fvnet = build_tiny_model(installed / "fvnet.onnx", seed=3)
     assert default_model() == fvnet
-    photo = build_tiny_model(installed / "fvnet-photo-fp32.onnx", seed=4)
+    photo = build_tiny_model(installed / "fvlite-photo.onnx", seed=4)
     assert default_model() == photo  # the first of DEFAULT_MODELS in the first folder
 
 
