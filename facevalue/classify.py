@@ -19,12 +19,12 @@ from facevalue.defaults import DEFAULT_BATCH_SIZE
 from facevalue.errors import FacevalueError
 from facevalue.runtime import ORT_ERRORS, ModelSession, short
 
-# The first of these found in the shipped models folder is the default classifier: fvlite (a
-# small network distilled from fvnet64 on FER2013 and real photos) corrected for real photos
-# (models/fvlite-photo.md, python -m train adapt). Float, not int8: int8 kernels give other
-# numbers on CPUs without VNNI (tests/test_models_reproducible). The older models stay so
-# results made with them can be re-run.
-DEFAULT_MODELS = ("fvlite-photo.onnx", "fvlite.onnx", "fvnet-photo-fp32.onnx", "fvnet.onnx",
+# The first of these found in the shipped models folder is the default classifier: fvlite, a
+# small network distilled from fvnet64 on FER2013 and real press photos together
+# (models/fvlite.md). Float, not int8: int8 kernels give other numbers on CPUs without VNNI
+# (tests/test_models_reproducible). The older models stay so results made with them can be
+# re-run.
+DEFAULT_MODELS = ("fvlite.onnx", "fvlite-photo.onnx", "fvnet-photo-fp32.onnx", "fvnet.onnx",
                   "fvc2017.onnx", "fvnet64.onnx")
 SUMS_FILE = "SHA256SUMS"
 

@@ -52,7 +52,7 @@ def cli() -> None:
 model_option = click.option(
     "--model", type=click.Path(dir_okay=False),
     help="ONNX classifier carrying the facevalue contract, or a shipped model's name: "
-         "fvlite-photo (the default), fvlite, fvnet-photo-fp32, fvnet, fvc2017, fvnet64.")
+         "fvlite (the default), fvlite-photo, fvnet-photo-fp32, fvnet, fvc2017, fvnet64.")
 device_option = click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="auto uses CUDA when onnxruntime-gpu can, else CPU; cuda fails if it cannot.")

@@ -110,8 +110,8 @@ def test_default_model_prefers_fvnet_and_checks_its_hash(
     assert load_classifier(device="cpu").sha256 == digest
     fvnet = build_tiny_model(installed / "fvnet.onnx", seed=3)
     assert default_model() == fvnet
-    photo = build_tiny_model(installed / "fvlite-photo.onnx", seed=4)
-    assert default_model() == photo  # the first of DEFAULT_MODELS in the first folder
+    lite = build_tiny_model(installed / "fvlite.onnx", seed=4)
+    assert default_model() == lite  # the first of DEFAULT_MODELS in the first folder
 
 
 def test_shipped_models_load_by_name_with_their_checksums(
