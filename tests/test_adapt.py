@@ -162,6 +162,28 @@ def test_refusals_are_one_line_and_write_nothing(adapted, setup, tmp_path):
              str(data)], "not under")
 
 
+def test_the_anchor_weight_reaches_the_fit_the_metadata_and_the_card(setup, tmp_path,
+                                                                      monkeypatch):
+    model, photos, labels, data = setup
+    weights = []
+    fit = correction.fit
+
+    def recording_fit(*args, **kwargs):
+        weights.append(args[4].weight)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(adapt, "fit", recording_fit)
+    out = tmp_path / "heavy.onnx"
+    result = CliRunner().invoke(train_cli, [
+        "adapt", str(model), "--photos", str(photos), "--labels", str(labels), "--data",
+        str(data), "--out", str(out), "--anchor-weight", "3"])
+    assert result.exit_code == 0, result.output
+    assert weights and set(weights) == {3.0}
+    fitted = json.loads(Classifier(out, "cpu").contract.extra["facevalue.photo_correction"])
+    assert fitted["anchor"].endswith("weight 3")
+    assert "--anchor-weight 3" in out.with_suffix(".md").read_text()
+
+
 def test_an_unwritable_out_is_one_line(adapted, setup, tmp_path):
     model, photos, labels, data = setup
     (tmp_path / "file").write_text("")

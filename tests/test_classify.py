@@ -91,7 +91,7 @@ def test_checksums(tmp_path: Path) -> None:
     verify_checksum(path, digest)
 
 
-def test_default_model_prefers_fvnet_and_checks_its_hash(
+def test_default_model_follows_default_models_and_checks_its_hash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     installed, checkout = tmp_path / "installed", tmp_path / "checkout"
     installed.mkdir()
@@ -110,6 +110,8 @@ def test_default_model_prefers_fvnet_and_checks_its_hash(
     assert load_classifier(device="cpu").sha256 == digest
     fvnet = build_tiny_model(installed / "fvnet.onnx", seed=3)
     assert default_model() == fvnet
+    build_tiny_model(installed / "fvlite-photo.onnx", seed=5)
+    assert default_model() == fvnet  # fitted on faces-dev: never the default by fallback
     lite = build_tiny_model(installed / "fvlite.onnx", seed=4)
     assert default_model() == lite  # the first of DEFAULT_MODELS in the first folder
 

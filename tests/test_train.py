@@ -587,7 +587,10 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     card = model.with_suffix(".md").read_text()
     assert "came at epoch 2" in card and "Also trained on 6 labelled photos" in card
     assert "Flip averaging (the validation slice)" in card
-    # --epoch last: the last checkpoint (its committed weights), whichever epoch was selected
+    # --epoch last: the last checkpoint (its committed weights), whichever epoch was selected;
+    # other weights as the best, so an export that took the best would not match
+    network = fit_module.build("fvlite", "fp32", config["recipe"]["arch_kwargs"])
+    network.save_weights(run / fit_module.WEIGHTS)
     log["select"] = [0.9, 0.1]
     log.to_csv(run / "log.csv", index=False)
     last = tmp_path / "lite-last.onnx"
@@ -597,7 +600,6 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     meta = Classifier(last, "cpu").contract.extra
     assert (meta["facevalue.best_epoch"], meta["facevalue.exported_epoch"],
             meta["facevalue.checkpoint"]) == ("1", "2", "last")
-    network = fit_module.build("fvlite", "fp32", config["recipe"]["arch_kwargs"])
     network.load_weights(run / fit_module.LAST_WEIGHTS)
     (images, _, usage), _, _ = data
     faces = images[usage == "PublicTest"][..., None]
@@ -608,6 +610,11 @@ def test_photos_join_training_dev_photos_select_and_committed_weights_resume(
     card = last.with_suffix(".md").read_text()
     assert "came at epoch 1; the last epoch's checkpoint is exported" in card
     assert "--tta none --epoch last --force" in card
+    assert "not the one exported here" in card and "honest test figures" not in card
+    result = CliRunner().invoke(train_cli, ["card", str(run), "--model", str(last)],
+                                catch_exceptions=False)  # rewrites the card the same way
+    assert result.exit_code == 0, result.output
+    assert last.with_suffix(".md").read_text() == card
 
 
 @pytest.mark.train

@@ -195,12 +195,14 @@ def card(run, model, data) -> None:
     """Rewrite the model card of MODEL (exported from RUN) without exporting again."""
     from pathlib import Path
 
+    from facevalue.classify import Classifier
     from facevalue.evaluate import evaluate
     from train.card import write_card
     from train.export import load_float32
     from train.export_card import export_card
 
-    network, config = load_float32(Path(run))
+    checkpoint = Classifier(model, "cpu").contract.extra.get("facevalue.checkpoint", "best")
+    network, config = load_float32(Path(run), checkpoint)
     evaluation = evaluate(data or config["data"], "PublicTest", model)
     click.echo(f"wrote {write_card(model, export_card(run, model, evaluation, network))}")
 

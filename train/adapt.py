@@ -181,8 +181,8 @@ def adapt(model: str | Path, photos: str | Path, labels: str | Path, data: str |
     FER2013 ``data`` the model was trained on, at ``anchor_weight`` against the photos' 1: a
     heavier anchor keeps more of the model's FER2013 accuracy and corrects the photos less)
     and write ``model`` with it to ``out`` (``force``: even over a shipped model)."""
-    if not anchor_weight > 0:
-        raise AdaptError(f"the anchor weight must be positive (got {anchor_weight})")
+    if not 0 < anchor_weight < float("inf"):
+        raise AdaptError(f"the anchor weight must be positive and finite (got {anchor_weight})")
     check_target(out, force)
     model, photos, out = Path(model), Path(photos), Path(out)
     classifier = Classifier(model, "cpu")

@@ -195,8 +195,9 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
         "facevalue.architecture": config["arch"],
         "facevalue.train_data_sha256": config["data_sha256"],
         "facevalue.public_test_accuracy": f"{accuracy:.4f}",
-        # epoch, flips and temperature were chosen on these faces, never on PublicTest
-        # (unless this says PublicTest: runs made before 2026-12)
+        # the rule's epoch, flips and temperature were chosen on these faces, never on
+        # PublicTest (unless this says PublicTest: runs made before 2026-12); an exported last
+        # epoch (facevalue.checkpoint) was chosen by a person, on grounds the card's notes give
         "facevalue.selected_on": config.get("selected_on", "PublicTest"),
         "facevalue.selection_accuracy_by_tta": json.dumps(
             {k: round(v, 4) for k, v in accuracy_by_tta.items()}),

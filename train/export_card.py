@@ -101,7 +101,7 @@ def selection_name(config: dict) -> str:
         else "the validation slice"
 
 
-def _data_section(config: dict) -> list[str]:
+def _data_section(config: dict, last: bool = False) -> list[str]:
     removed = config.get("removed", {})
     if selection_name(config) == "PublicTest":
         splits = (f"Splits as published: Training to fit, PublicTest ({config['val_rows']:,} "
@@ -113,6 +113,12 @@ def _data_section(config: dict) -> list[str]:
                   f"each class, {config['val_rows']:,} faces, the same for every run) that picks "
                   "the best epoch, chooses test-time flips and fits the temperature. PublicTest "
                   "is only measured, so its figures below are honest test figures.")
+        if last:  # a person chose the last epoch over the rule's: on what, the notes say
+            splits = splits.replace(
+                "picks the best epoch", "picks the best epoch (not the one exported here: the "
+                "last epoch was taken instead, see Training)").replace(
+                "so its figures below are honest test figures", "by the export; whether it "
+                "informed the choice of the last epoch is for the notes below to say")
     lines = ["## Data", "",
              f"FER2013 in Kaggle's CSV layout (`{config['data']}`, sha256 of pixels and labels "
              f"`{config['data_sha256']}`). {splits}", "",
@@ -296,7 +302,7 @@ def export_card(run: str | Path, model: str | Path, evaluation: Evaluation, netw
         f", exported by facevalue {meta['facevalue.version']}: input `image` float32 "
         "(N, 48, 48, 1) grayscale, pixels / 255; output `probabilities` (N, 7) in the order "
         f"{', '.join(LABELS)}.",
-        (_data_section(config), _recipe_section(config, network, members),
+        (_data_section(config, _exports_last(meta)), _recipe_section(config, network, members),
          _training_section(run, config, meta, curves.name),
          _results_section(evaluation, meta, confusion.name), _calibration_section(meta),
          _literature_section(evaluation.accuracy, config)),
