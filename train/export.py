@@ -80,9 +80,9 @@ def load_float32(run: Path, epoch: str = "best") -> tuple[keras.Model, dict]:
     checkpoint's own architecture (not today's code in archs.py, which may have moved on)
     under float32 policies and copying the weights gives a full-precision graph.
     """
-    from train.fit import LAST_WEIGHTS, WEIGHTS, saved_network
+    from train.fit import CHECKPOINT_WEIGHTS, saved_network
 
-    weights = WEIGHTS if epoch == "best" else LAST_WEIGHTS
+    weights = CHECKPOINT_WEIGHTS[epoch]
     config_path, whole = run / "config.json", run / f"{epoch}.keras"
     if not config_path.is_file() or not (whole.is_file() or (run / weights).is_file()):
         raise ExportError(f"{run}: no {epoch} checkpoint (needs config.json and {whole.name} "
@@ -191,6 +191,7 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
         log = list(csv.DictReader(f))
     # the column fit chose the checkpoint on: with dev photos, ``select``
     chosen_on = [float(row.get("select") or row["val_accuracy"]) for row in log]
+    best_epoch = 1 + int(np.argmax(chosen_on))
     extra = {
         "facevalue.architecture": config["arch"],
         "facevalue.train_data_sha256": config["data_sha256"],
@@ -205,11 +206,10 @@ def metadata(runs: list[Path], config: dict, accuracy: float, tta: str,
         "facevalue.tta": tta,
         "facevalue.version": facevalue.__version__,
         "facevalue.trained_epochs": str(len(log)),
-        "facevalue.best_epoch": str(1 + int(np.argmax(chosen_on))),
+        "facevalue.best_epoch": str(best_epoch),
         # the checkpoint in this file: the best epoch, or the last (export --epoch last)
         "facevalue.checkpoint": epoch,
-        "facevalue.exported_epoch": str(1 + int(np.argmax(chosen_on)) if epoch == "best"
-                                        else len(log)),
+        "facevalue.exported_epoch": str(best_epoch if epoch == "best" else len(log)),
         "facevalue.train_precision": config.get("precision", "fp32"),
         "facevalue.ece_before": f"{cal.ece_before:.4f}",
         "facevalue.ece_after": f"{cal.ece_after:.4f}",

@@ -102,6 +102,7 @@ def selection_name(config: dict) -> str:
 
 
 def _data_section(config: dict, last: bool = False) -> list[str]:
+    """``last``: a person chose the last epoch over the rule's; on what, the notes say."""
     removed = config.get("removed", {})
     if selection_name(config) == "PublicTest":
         splits = (f"Splits as published: Training to fit, PublicTest ({config['val_rows']:,} "
@@ -109,16 +110,15 @@ def _data_section(config: dict, last: bool = False) -> list[str]:
                   "and report. Our copy has no PrivateTest rows, so the figures below are on "
                   "the split used for selection: slightly optimistic.")
     else:
+        picked = (" (not the one exported here: the last epoch was taken instead, see "
+                  "Training)" if last else "")
+        measured = ("by the export; whether it informed the choice of the last epoch is for "
+                    "the notes below to say" if last
+                    else "so its figures below are honest test figures")
         splits = (f"Training to fit, less a validation slice ({config['val_fraction']:.0%} of "
                   f"each class, {config['val_rows']:,} faces, the same for every run) that picks "
-                  "the best epoch, chooses test-time flips and fits the temperature. PublicTest "
-                  "is only measured, so its figures below are honest test figures.")
-        if last:  # a person chose the last epoch over the rule's: on what, the notes say
-            splits = splits.replace(
-                "picks the best epoch", "picks the best epoch (not the one exported here: the "
-                "last epoch was taken instead, see Training)").replace(
-                "so its figures below are honest test figures", "by the export; whether it "
-                "informed the choice of the last epoch is for the notes below to say")
+                  f"the best epoch{picked}, chooses test-time flips and fits the temperature. "
+                  f"PublicTest is only measured, {measured}.")
     lines = ["## Data", "",
              f"FER2013 in Kaggle's CSV layout (`{config['data']}`, sha256 of pixels and labels "
              f"`{config['data_sha256']}`). {splits}", "",

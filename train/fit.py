@@ -34,8 +34,9 @@ WEIGHTS = "best.weights.h5"
 # also committed: a run stopped at any time (a session's end) continues from them on a fresh
 # checkout, its learning-rate schedule at the step it reached.
 LAST_WEIGHTS = "last.weights.h5"
-# The checkpoints a run keeps, the ones export can take.
-EPOCH_CHOICES = ("best", "last")
+# The checkpoints a run keeps (the ones export can take) and their committed weights.
+CHECKPOINT_WEIGHTS = {"best": WEIGHTS, "last": LAST_WEIGHTS}
+EPOCH_CHOICES = tuple(CHECKPOINT_WEIGHTS)
 # The validation slice is the same for every run and seed, so runs compare on equal terms.
 VAL_SEED = 2013
 
@@ -448,8 +449,6 @@ def saved_network(run: Path, precision: str | None = None, epoch: str = "best"
     ``precision`` rebuilds it under another dtype policy (``fp32`` for export); None keeps
     the run's own.
     """
-    if epoch not in EPOCH_CHOICES:
-        raise RunError(f"epoch must be one of {EPOCH_CHOICES}, not {epoch!r}")
     config = json.loads((run / "config.json").read_text())
     whole = run / f"{epoch}.keras"
     if whole.exists() and precision is None:
@@ -459,7 +458,7 @@ def saved_network(run: Path, precision: str | None = None, epoch: str = "best"
     if whole.exists():
         model.set_weights(keras.models.load_model(whole, compile=False).get_weights())
     else:
-        model.load_weights(run / (WEIGHTS if epoch == "best" else LAST_WEIGHTS))
+        model.load_weights(run / CHECKPOINT_WEIGHTS[epoch])
     return model
 
 
