@@ -201,6 +201,7 @@ class PhotoEvaluation:
     accuracy_ci: tuple[float, float]  # bootstrap 95% interval over photos
     macro_f1: float
     kappa: float
+    ece: float | None  # over the scored photos only; None when none was scored
     per_class: tuple[ClassMetrics, ...]
     confusion: tuple[tuple[int, ...], ...]  # rows: label; columns: prediction, then none
     no_face: int  # labelled photos where the detector found no face
@@ -212,7 +213,7 @@ class PhotoEvaluation:
         return {
             "model": self.model, "n": self.n, "accuracy": self.accuracy,
             "accuracy_ci": list(self.accuracy_ci), "macro_f1": self.macro_f1,
-            "kappa": self.kappa,
+            "kappa": self.kappa, "ece": self.ece,
             "per_class": {c.label: {"precision": c.precision, "recall": c.recall, "f1": c.f1,
                                     "support": c.support}
                           for c in self.per_class if c.support},
@@ -323,12 +324,17 @@ def score_photos(faces: pd.DataFrame, truth: dict[str, str], seed: int = 0) -> P
     np.add.at(matrix, (actual, predicted), 1)
     per_class = class_metrics(matrix)
     statuses = main["status"].reindex(list(truth)).fillna(MISSING).value_counts()
+    # calibration is a property of the probabilities, so only photos that have them count
+    scored = emotion.notna().to_numpy()
+    probs = main[list(LABELS)].reindex(list(truth)).to_numpy(np.float64)[scored]
     return PhotoEvaluation(
         model=str(faces.attrs.get("facevalue.model", "")), n=len(actual),
         accuracy=float(np.mean(actual == predicted)),
         accuracy_ci=bootstrap_interval(actual == predicted, seed),
         macro_f1=float(np.mean([c.f1 for c in per_class if c.support])),
-        kappa=cohen_kappa(matrix), per_class=per_class,
+        kappa=cohen_kappa(matrix),
+        ece=expected_calibration_error(probs, actual[scored]) if scored.any() else None,
+        per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
         no_face=int(statuses.get(NO_FACE, 0)),
         not_scored=int(len(actual) - statuses.get(OK, 0) - statuses.get(NO_FACE, 0)),
@@ -365,7 +371,9 @@ def format_photo_report(result: PhotoEvaluation) -> str:
     lines = [f"{result.model}: {result.n} labelled photos "
              f"({result.no_face} without a face, {result.not_scored} not scored)",
              f"accuracy {result.accuracy:.4f} (95% CI {low:.4f}-{high:.4f})   "
-             f"macro F1 {result.macro_f1:.4f}   kappa {result.kappa:.4f}", "",
+             f"macro F1 {result.macro_f1:.4f}   kappa {result.kappa:.4f}"
+             + ("" if result.ece is None else
+                f"   ECE ({ECE_BINS} bins, scored photos) {result.ece:.4f}"), "",
              f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
     lines += [f"{c.label:<10} {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>6.3f} {c.support:>8d}"
               for c in result.per_class if c.support]

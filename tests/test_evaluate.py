@@ -143,8 +143,14 @@ def test_photo_metrics_by_hand():
     faces = pd.DataFrame({"path": ["p1", "p2", "p3", "p4", "p4"], "face": [0, 0, None, 0, 1],
                           "status": ["ok", "ok", "no_face", "ok", "ok"],
                           "emotion": ["happiness", "anger", None, "neutral", "anger"]})
+    top = {"p1": 0.9, "p2": 0.6, "p4": 0.5}  # the main faces' top probability
+    for label in ev.LABELS:
+        faces[label] = [top[p] if e == label else (1 - top[p]) / 6 if p in top else np.nan
+                        for p, e in zip(faces["path"], faces["emotion"], strict=True)]
     truth = {"p1": "happiness", "p2": "neutral", "p3": "neutral", "p4": "neutral"}
     result = ev.score_photos(faces, truth)
+    # three scored photos (p3 has no face): right at 0.9 and 0.5, wrong at 0.6, one bin each
+    assert result.ece == pytest.approx((0.1 + 0.6 + 0.5) / 3)
     assert result.n == 4 and result.accuracy == 0.5 and result.no_face == 1
     # rows happiness: 1 right; neutral: 1 right, 1 read as anger, 1 without a face
     assert result.confusion[3][3] == 1 and result.confusion[6] == (1, 0, 0, 0, 0, 0, 1, 1)
@@ -156,6 +162,7 @@ def test_photo_metrics_by_hand():
     low, high = result.accuracy_ci
     assert 0 <= low < 0.5 < high <= 1
     assert set(result.to_dict()["per_class"]) == {"happiness", "neutral"}
+    assert ev.score_photos(faces[faces["path"] == "p3"], {"p3": "neutral"}).ece is None
 
 
 def test_bootstrap_interval_narrows_with_photos():
@@ -192,8 +199,9 @@ def test_photo_accuracy_equals_score_and_merge(labelled, tiny_model, tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"accuracy", "accuracy_ci", "macro_f1", "kappa", "per_class", "confusion", "n",
-            "no_face"} <= set(report)
+    assert {"accuracy", "accuracy_ci", "macro_f1", "kappa", "ece", "per_class", "confusion",
+            "n", "no_face"} <= set(report)
+    assert 0 <= report["ece"] <= 1
     assert report["n"] == 6 and report["no_face"] == 1
     assert report["statuses"] == {"ok": 3, "no_face": 1, "unreadable": 1, "missing": 1}
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
