@@ -259,7 +259,26 @@ def test_interrupted_fit_resumes(data, tmp_path, monkeypatch):
             fit_module.fit(csv, "fvc2017", run, epochs=2, verbose=0)
     assert len((run / "log.csv").read_text().splitlines()) == 2
     first = keras.models.load_model(run / "last.keras").get_weights()[0]
+
+    def killed_mid_save(self, epoch, logs=None):
+        for path in self.paths:  # half of each new checkpoint written, then the kill
+            partial = fit_module._partial(path)
+            if partial.exists():
+                partial.write_bytes(partial.read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module._Publish, "on_epoch_end", killed_mid_save)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(csv, "fvc2017", run, epochs=2, verbose=0)
+    # the checkpoints of the first epoch are whole; the truncated ones are never published
+    np.testing.assert_array_equal(keras.models.load_model(run / "last.keras").get_weights()[0],
+                                  first)
+    last_weights = fit_module.build("fvc2017", "fp32")
+    last_weights.load_weights(run / fit_module.LAST_WEIGHTS)
+    np.testing.assert_array_equal(last_weights.get_weights()[0], first)
     fit_module.fit(csv, "fvc2017", run, epochs=2, verbose=0)
+    assert not list(run.glob("*.partial.*"))
     log = (run / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["0", "1"]
     assert not np.array_equal(keras.models.load_model(run / "last.keras").get_weights()[0],

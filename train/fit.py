@@ -352,14 +352,15 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             *averaging,
             # then, so the checkpoints and the log see its figures
             *([_DevAccuracy(dev_faces)] if dev_faces is not None else []),
-            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor,
+            keras.callbacks.ModelCheckpoint(_partial(out / "best.keras"), monitor=monitor,
                                             save_best_only=True, mode="max",
                                             initial_value_threshold=_best_so_far(out, monitor)),
-            keras.callbacks.ModelCheckpoint(out / WEIGHTS, monitor=monitor,
+            keras.callbacks.ModelCheckpoint(_partial(out / WEIGHTS), monitor=monitor,
                                             save_best_only=True, save_weights_only=True, mode="max",
                                             initial_value_threshold=_best_so_far(out, monitor)),
-            keras.callbacks.ModelCheckpoint(out / "last.keras"),
-            keras.callbacks.ModelCheckpoint(out / LAST_WEIGHTS, save_weights_only=True),
+            keras.callbacks.ModelCheckpoint(_partial(out / "last.keras")),
+            keras.callbacks.ModelCheckpoint(_partial(out / LAST_WEIGHTS), save_weights_only=True),
+            _Publish([out / "best.keras", out / WEIGHTS, out / "last.keras", out / LAST_WEIGHTS]),
             keras.callbacks.CSVLogger(out / "log.csv", append=True),
             _EpochTimer(out / "epoch_seconds.csv"),
         ])
@@ -423,6 +424,35 @@ class _DevAccuracy(keras.callbacks.Callback):
         logs["dev_recall"] = float(np.mean([c.recall for c in class_metrics(
             confusion_matrix(self.labels, predicted)) if c.support]))
         logs["select"] = (float(logs["val_accuracy"]) + logs["dev_recall"]) / 2
+
+
+def _partial(path: Path) -> Path:
+    """Where the checkpoint ``path`` is written before it replaces the one there
+    (``best.keras`` -> ``best.partial.keras``: Keras wants the suffixes kept)."""
+    return path.with_name(path.name.replace(".", ".partial.", 1))
+
+
+class _Publish(keras.callbacks.Callback):
+    """Move each checkpoint saved this epoch over the one before it, atomically.
+
+    ModelCheckpoint writes its file in place, so a run killed mid-save would leave a
+    truncated ``last.weights.h5`` and nothing to resume from; written beside it and then
+    renamed, a kill at any moment leaves the last complete checkpoint. A killed run's
+    leftover partial files are removed first, so a half-written one is never published.
+    """
+
+    def __init__(self, paths: list[Path]):
+        super().__init__()
+        self.paths = paths
+
+    def on_train_begin(self, logs=None):
+        for path in self.paths:
+            _partial(path).unlink(missing_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for path in self.paths:
+            if _partial(path).exists():
+                os.replace(_partial(path), path)
 
 
 class _EpochTimer(keras.callbacks.Callback):
