@@ -344,6 +344,12 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
                                    photo=recipe.photo_augment, targets=targets,
                                    mix_alpha=recipe.mix_alpha, weights=weights,
                                    soften=recipe.blur)
+    best = {"monitor": monitor, "save_best_only": True, "mode": "max",
+            "initial_value_threshold": _best_so_far(out, monitor)}
+    # each is saved beside its last version, then published over it (_Publish)
+    checkpoints: dict[Path, dict] = {
+        out / "best.keras": best, out / WEIGHTS: {**best, "save_weights_only": True},
+        out / "last.keras": {}, out / LAST_WEIGHTS: {"save_weights_only": True}}
     model.fit(
         dataset,
         validation_data=eval_dataset(val, 512), epochs=epochs, initial_epoch=done_epochs,
@@ -352,15 +358,9 @@ def fit(data: str | Path, arch: str, out: str | Path, *, epochs: int | None = No
             *averaging,
             # then, so the checkpoints and the log see its figures
             *([_DevAccuracy(dev_faces)] if dev_faces is not None else []),
-            keras.callbacks.ModelCheckpoint(_partial(out / "best.keras"), monitor=monitor,
-                                            save_best_only=True, mode="max",
-                                            initial_value_threshold=_best_so_far(out, monitor)),
-            keras.callbacks.ModelCheckpoint(_partial(out / WEIGHTS), monitor=monitor,
-                                            save_best_only=True, save_weights_only=True, mode="max",
-                                            initial_value_threshold=_best_so_far(out, monitor)),
-            keras.callbacks.ModelCheckpoint(_partial(out / "last.keras")),
-            keras.callbacks.ModelCheckpoint(_partial(out / LAST_WEIGHTS), save_weights_only=True),
-            _Publish([out / "best.keras", out / WEIGHTS, out / "last.keras", out / LAST_WEIGHTS]),
+            *(keras.callbacks.ModelCheckpoint(_partial(path), **options)
+              for path, options in checkpoints.items()),
+            _Publish(list(checkpoints)),
             keras.callbacks.CSVLogger(out / "log.csv", append=True),
             _EpochTimer(out / "epoch_seconds.csv"),
         ])
